@@ -1,0 +1,27 @@
+# The two commands a new user needs (see README):
+#   make run    set up .venv and run the main job on the embedded default (synthetic) cohort
+#   make test   set up .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+OUT ?= runs/default
+
+.PHONY: setup run test test-fast bench clean
+
+setup:
+	bash scripts/setup_env.sh
+
+run: setup
+	$(VENV)/bin/spirolm run --profile $(PROFILE) --out $(OUT)
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/bench_cohort.py
+
+clean:
+	rm -rf runs mlruns .pytest_cache

@@ -1,0 +1,2 @@
+"""Runnable pipelines and the ``spirolm`` CLI: encoder training, tabular baselines, HeLM,
+evaluation, batch scoring, MLflow tracking and SHAP explanations."""
