@@ -1,0 +1,194 @@
+"""Curve derivation: validation, analysis curves, and ML-based COPD encoder inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import signals.curves as curves
+from signals.curves import (
+    curves_batch,
+    flow,
+    flow_centred,
+    flow_volume_curve,
+    validate_volume_ml,
+    volume_time,
+    volume_time_curve,
+)
+from signals.errors import SpirolmInputError
+from signals.ukb3066 import parse_3066
+
+DEMO = parse_3066(
+    (Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
+).volume_ml
+
+
+def copd_reference_flow_volume(series: np.ndarray) -> np.ndarray:
+    """Independent oracle: the ML-based COPD steps written out one by one.
+
+    float32 litres; one-sample flow with a leading 0 on the unpadded blow; first 1000 samples;
+    volume padded with its last value and flow with 0; monotone volume; interp on 1000 points over
+    [0, 6.58] L with 0 outside.
+    """
+    volume = (series * 0.001).astype(np.float32)
+    flow_l_s = np.concatenate(([0.0], np.diff(volume) / 0.01))
+    volume, flow_l_s = volume[:1000], flow_l_s[:1000]
+    volume = np.pad(volume, (0, 1000 - len(volume)), constant_values=volume[-1])
+    flow_l_s = np.pad(flow_l_s, (0, 1000 - len(flow_l_s)), constant_values=0)
+    grid = np.linspace(0, 6.58, num=1000)
+    return np.interp(grid, np.maximum.accumulate(volume), flow_l_s, left=0, right=0)
+
+
+def random_blows(n: int, seed: int) -> list[np.ndarray]:
+    """Demo-like blows with random scale, length (< and > 1000 samples) and wobble."""
+    rng = np.random.default_rng(seed)
+    blows = []
+    for _ in range(n):
+        length = int(rng.integers(50, DEMO.size + 1))
+        base = DEMO[:length] * rng.uniform(0.3, 1.3)
+        wobble = rng.integers(-3, 4, size=length)
+        blows.append(np.clip(np.rint(base) + wobble, 0, None).astype(np.int32))
+    return blows
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param([0.0, np.nan, 3.0], "non-finite volume nan at sample 1", id="nan"),
+        pytest.param([0.0, 1.0, np.inf], "non-finite volume inf at sample 2", id="inf"),
+        pytest.param(np.array(["0", "1"]), "must be numeric", id="str"),
+        pytest.param(np.array([0, None], dtype=object), "must be numeric", id="object"),
+        pytest.param(np.array([True, False]), "must be numeric", id="bool"),
+        pytest.param(np.zeros((2, 3)), "must be 1-D", id="2d"),
+        pytest.param([5], "1 sample(s)", id="one-sample"),
+        pytest.param([], "0 sample(s)", id="empty"),
+        pytest.param([0, 10, -4], "negative volume -4 mL at sample 2", id="negative"),
+    ],
+)
+def test_invalid_series_raise_with_participant_and_field(value: object, message: str) -> None:
+    with pytest.raises(SpirolmInputError) as info:
+        validate_volume_ml(value, eid=42, field="3066-0.0")
+    assert message in str(info.value)
+    assert "participant 42" in str(info.value) and "field 3066-0.0" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "func", [volume_time, flow, flow_centred, flow_volume_curve, volume_time_curve]
+)
+def test_every_curve_function_validates(func) -> None:
+    with pytest.raises(SpirolmInputError, match="participant 7"):
+        func(np.array([0.0, np.nan]), eid=7)
+
+
+def test_validate_returns_float64_copy() -> None:
+    src = np.array([0, 3, 9], dtype=np.int32)
+    out = validate_volume_ml(src)
+    assert out.dtype == np.float64 and out.tolist() == [0.0, 3.0, 9.0]
+    out[0] = 99
+    assert src[0] == 0
+
+
+# --- analysis curves --------------------------------------------------------------------------
+
+
+def test_volume_time_units() -> None:
+    t_s, vol_l = volume_time(DEMO)
+    assert t_s.shape == vol_l.shape == (1225,)
+    assert t_s[1] == pytest.approx(0.01) and t_s[-1] == pytest.approx(12.24)
+    assert vol_l.max() == pytest.approx(5.836)
+
+
+def test_one_sample_flow_matches_definition() -> None:
+    f = flow(DEMO)
+    assert f[0] == 0.0 and f.shape == DEMO.shape
+    np.testing.assert_allclose(f[1:], np.diff(DEMO.astype(float)) / 10.0)
+    # Reference analysis: one-sample PEF of the demo is 11.5 L/s.
+    assert f.max() == pytest.approx(11.5)
+
+
+def test_centred_flow_on_a_ramp_and_on_the_demo() -> None:
+    ramp = np.concatenate((np.zeros(20), np.arange(1, 101) * 50.0, np.full(20, 5000.0)))
+    f = flow_centred(ramp)
+    np.testing.assert_allclose(f[30:110], 5.0)  # 50 mL / 10 ms
+    assert f[0] == 0.0 and f[-1] == 0.0  # edge padding: constant volume outside the record
+    # Reference analysis: 80 ms centred-difference PEF of the demo is 10.0 L/s.
+    assert flow_centred(DEMO).max() == pytest.approx(10.0125)
+    with pytest.raises(ValueError):
+        flow_centred(DEMO, half_width=0)
+
+
+# --- encoder inputs ---------------------------------------------------------------------------
+
+
+def test_flow_volume_curve_equals_ml_based_copd_on_demo() -> None:
+    fv = flow_volume_curve(DEMO)
+    assert fv.dtype == np.float32 and fv.shape == (1000,)
+    np.testing.assert_array_equal(fv, copd_reference_flow_volume(DEMO).astype(np.float32))
+    grid = np.linspace(0, 6.58, 1000)
+    max_vol_10s = DEMO[:1000].max() / 1000.0
+    assert np.all(fv[grid > max_vol_10s] == 0)  # right=0 beyond the (10 s) maximum volume
+    assert fv[0] == 0  # grid point 0 L is time 0, where ML-based COPD flow is 0
+    assert 10.5 < fv.max() <= 11.5  # grid samples of the 11.5 L/s one-sample peak
+
+
+def test_flow_volume_curve_equals_ml_based_copd_on_random_blows() -> None:
+    for blow in random_blows(40, seed=1):
+        np.testing.assert_array_equal(
+            flow_volume_curve(blow), copd_reference_flow_volume(blow).astype(np.float32)
+        )
+
+
+def test_volume_time_curve_pads_with_last_value_and_truncates() -> None:
+    long = volume_time_curve(DEMO)
+    np.testing.assert_array_equal(long, (DEMO[:1000] * 0.001).astype(np.float32))
+    short = volume_time_curve(DEMO[:300])
+    assert short.shape == (1000,) and short.dtype == np.float32
+    assert np.all(short[300:] == np.float32(DEMO[299] * 0.001))
+    assert volume_time_curve(DEMO, n_points=50).shape == (50,)
+
+
+@pytest.mark.parametrize(
+    "channels", [("flow_volume",), ("flow_volume", "volume_time"), ("volume_time", "flow_volume")]
+)
+def test_batch_equals_per_blow_functions(channels: tuple[str, ...], monkeypatch) -> None:
+    monkeypatch.setattr(curves, "_CHUNK_ROWS", 7)  # several chunks, one partial
+    blows = random_blows(23, seed=2) + [DEMO]
+    out = curves_batch(blows, channels=channels)
+    assert out.shape == (24, len(channels), 1000) and out.dtype == np.float32
+    per_blow = {"flow_volume": flow_volume_curve, "volume_time": volume_time_curve}
+    for c, name in enumerate(channels):
+        expected = np.stack([per_blow[name](b) for b in blows])
+        np.testing.assert_array_equal(out[:, c], expected)
+
+
+def test_batch_accepts_lists_and_floats_and_empty_input() -> None:
+    as_list = [DEMO.tolist(), DEMO.astype(np.float64)]
+    out = curves_batch(as_list, channels=("flow_volume", "volume_time"))
+    np.testing.assert_array_equal(out[0], out[1])
+    assert curves_batch([], channels=("volume_time",)).shape == (0, 1, 1000)
+
+
+def test_batch_error_names_position_and_participant() -> None:
+    blows = random_blows(6, seed=3)
+    blows[4] = np.array([0.0, 12.0, np.nan])
+    with pytest.raises(SpirolmInputError) as info:
+        curves_batch(blows, eids=[10, 11, 12, 13, 14, 15], field="3066-0.2")
+    msg = str(info.value)
+    assert "blow 4 of the batch" in msg and "participant 14" in msg and "field 3066-0.2" in msg
+    assert "non-finite" in msg
+
+
+@pytest.mark.parametrize("channels", [(), ("flow",), ("flow_volume", "flow_volume")])
+def test_batch_rejects_bad_channels(channels: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="channels"):
+        curves_batch([DEMO], channels=channels)
+
+
+def test_batch_rejects_eids_of_wrong_length() -> None:
+    with pytest.raises(ValueError, match="eids"):
+        curves_batch([DEMO, DEMO], eids=[1])
