@@ -77,7 +77,7 @@ def parse_3066(value: str, *, eid: object | None = None, field: str | None = Non
         raise SpirolmInputError(f"3066 num_points is {num_points}; it must be positive", eid=eid, field=field)
     raw = tokens[2:]
     try:
-        series = np.array([float(t) for t in raw], dtype=np.float64)
+        series = np.array(raw, dtype=np.float64)  # numpy parses the strings in C
     except ValueError:
         bad = next(i for i, t in enumerate(raw) if not _is_number(t))
         raise SpirolmInputError(
@@ -126,7 +126,7 @@ def format_3066(order: int, volume_ml: np.ndarray, padding_zeros: int = 4) -> st
     else:
         body = vol
         pad = padding_zeros
-    values = ",".join(["0"] * pad + [str(int(v)) for v in body])
+    values = ",".join(["0"] * pad + list(map(str, body.tolist())))
     return f"blow{int(order)},{body.size},{values}"
 
 

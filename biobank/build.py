@@ -1,0 +1,78 @@
+"""Cohort building entry points shared by the CLI and the main job.
+
+The embedded default cohort deliberately goes through the real-data path: the synthetic generator
+writes a UK Biobank field-ID export, and the same importer a user runs on their own export turns it into
+the cohort tables. So every run on the default exercises the reader, QC and phenotype rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from signals.errors import SpirolmInputError
+from signals.qc import QCConfig
+
+log = logging.getLogger(__name__)
+
+EXPORT_NAME = "ukb_export.csv"
+
+
+def qc_config_for(standard: str) -> QCConfig:
+    """The QC configuration for a named ATS/ERS standard (``ats2005`` or ``ats2019``)."""
+    if standard not in ("ats2005", "ats2019"):
+        raise SpirolmInputError(f"unknown QC standard {standard!r}; use ats2005 or ats2019", field="qc_standard")
+    return QCConfig(standard=standard)
+
+
+def import_export(
+    export: Path,
+    out_dir: Path,
+    *,
+    qc_standard: str = "ats2005",
+    split_seed: int = 0,
+    phenotypes: Path | None = None,
+):  # type: ignore[no-untyped-def]
+    """Import a UKB export (CSV/TSV/Parquet) into a cohort directory; returns the import summary."""
+    from biobank.ukb_import import import_ukb_export
+
+    export = Path(export)
+    if not export.exists():
+        raise SpirolmInputError("export file does not exist", file=export)
+    return import_ukb_export(
+        export, Path(out_dir), qc_config=qc_config_for(qc_standard), phenotypes=phenotypes, split_seed=split_seed
+    )
+
+
+def build_synthetic_cohort(
+    *, n: int, seed: int, out_dir: Path, qc_standard: str = "ats2005", split_seed: int = 0
+):  # type: ignore[no-untyped-def]
+    """Generate the synthetic cohort's UKB export in ``out_dir`` and import it there."""
+    from biobank.synth import generate_export
+
+    if n < 1:
+        raise SpirolmInputError(f"--n must be at least 1, got {n}", field="n")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generate_export(n=n, seed=seed, out_dir=out_dir)
+    return import_export(out_dir / EXPORT_NAME, out_dir, qc_standard=qc_standard, split_seed=split_seed)
+
+
+def rerun_qc(cohort_dir: Path, *, qc_standard: str = "ats2005"):  # type: ignore[no-untyped-def]
+    """Re-run QC on an existing cohort directory with another standard and rewrite it in place.
+
+    Parse errors recorded at import stay rejected (their volumes are null); everything else is
+    re-measured, so switching ``ats2005`` ↔ ``ats2019`` changes only what the BEV floor changes.
+    """
+    import dataclasses
+
+    from biobank.cohort_io import read_cohort, write_cohort
+    from biobank.cohort_qc import run_qc
+
+    cfg = qc_config_for(qc_standard)
+    cohort = read_cohort(cohort_dir)
+    participants, blows, exclusions = run_qc(cohort.participants, cohort.blows, cfg)
+    info = dict(cohort.info)
+    info["qc_config"] = dataclasses.asdict(cfg)
+    write_cohort(cohort_dir, participants, blows, traits=cohort.traits, exclusions=exclusions, info=info)
+    return read_cohort(cohort_dir)

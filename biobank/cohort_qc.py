@@ -1,0 +1,250 @@
+"""Run ATS/ERS spirometry QC over a cohort: per-blow flags, best blow, participant status, GLI z-scores.
+
+Why here and not in ``signals``: ``signals.qc`` judges the blows of *one* session; this module applies it
+to every (participant, instance) of a cohort table, picks which instance feeds the participant's
+spirometry columns (instance 0 by default, the baseline visit used by ML-based COPD), and records every
+rejected blow and failed participant in an exclusions table so nothing is dropped silently.
+
+Decisions (also in ``docs/phenotypes.md``):
+
+* Blows that could not be parsed arrive with ``volume_ml = null`` and ``qc_reason = "parse_error: ..."``;
+  they stay rejected and are not shown to ``qc_participant``.
+* Every instance is QC'd (so ``blows.qc_status`` is meaningful for all rows), but ``is_best`` is set only
+  for the chosen instance, so ``blows[blows.is_best]`` has at most one row per participant.
+* A participant with no usable blow at the chosen instance is ``fail`` with reason ``no_blows`` (no 3066
+  value at all) or ``no_usable_blow: <codes>`` (all blows unparseable); they stay in the table, since
+  their EHR labels are still usable by models that do not need spirometry.
+* ``n_blows`` counts the blows recorded at the chosen instance, parseable or not.
+* GLI-2012 z-scores (``signals.gli.zscore``) are NaN where the spirometry value, age, sex or height is
+  missing, or the age lies outside the embedded GLI spline range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from signals import gli
+from signals.errors import SpirolmInputError
+from signals.curves import validate_volume_ml
+from signals.measures import BlowMeasures
+from signals.qc import ParticipantQC, QCConfig, qc_participant
+
+BLOW_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "bev_ml", "fet_s")
+PARTICIPANT_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s")
+Z_COLUMNS = {"fev1_z": ("fev1", "fev1_l"), "fvc_z": ("fvc", "fvc_l"), "fev1_fvc_z": ("fev1_fvc", "fev1_fvc")}
+PARSE_ERROR = "parse_error"
+EXCLUSION_COLUMNS = ("eid", "instance", "blow_index", "level", "reason")
+_PARALLEL_MIN_GROUPS = 2000
+"""Below this many sessions process start-up costs more than it saves."""
+
+
+def run_qc(
+    participants: pd.DataFrame,
+    blows: pd.DataFrame,
+    cfg: QCConfig = QCConfig(),
+    *,
+    instance: int = 0,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """QC every blow and summarise each participant.
+
+    Args:
+        participants: needs ``eid``, ``age``, ``sex``, ``height_cm``, ``gli_ethnicity``.
+        blows: needs ``eid``, ``instance``, ``blow_index``, ``volume_ml`` (array or ``None`` when the
+            blow could not be parsed, with ``qc_reason`` starting ``parse_error``).
+        cfg: ATS/ERS thresholds (``signals.qc.QCConfig``).
+        instance: the assessment visit whose best blow fills the participant's spirometry columns.
+        workers: processes for the per-session QC (1 = in-process).
+        progress: tqdm progress bar; ``None`` = only on a terminal.
+
+    Returns:
+        ``(participants, blows, exclusions)``: copies with QC columns filled, and the exclusions table
+        (``eid, instance, blow_index, level=blow|participant, reason``).
+    """
+    participants = participants.reset_index(drop=True).copy()
+    blows = _init_blow_columns(blows.reset_index(drop=True).copy())
+    parsed = blows["volume_ml"].map(lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
+    sub = blows[parsed.to_numpy(dtype=bool)]
+    volumes = sub["volume_ml"].to_numpy()
+    jobs = [(key, sub.index[idx], [np.asarray(volumes[i], dtype=np.int32) for i in idx])
+            for key, idx in sub.groupby(["eid", "instance"], sort=False).indices.items()]
+    results = _qc_all(jobs, cfg, workers, progress)
+
+    # Fill plain arrays and assign columns once: per-cell DataFrame writes dominate the run time otherwise.
+    status = blows["qc_status"].to_numpy(dtype=object).copy()
+    reason = blows["qc_reason"].to_numpy(dtype=object).copy()
+    values = {k: np.full(len(blows), np.nan) for k in BLOW_MEASURES}
+    is_best = np.zeros(len(blows), dtype=bool)
+    summaries: dict[int, ParticipantQC] = {}
+    for (key, rows, _), (reasons, measures, pqc, best) in zip(jobs, results):
+        for row, codes, meas in zip(rows, reasons, measures):
+            status[row] = "reject" if codes else "accept"
+            reason[row] = ";".join(codes)
+            for k, v in meas.items():
+                values[k][row] = v
+        if key[1] == instance:
+            summaries[int(key[0])] = pqc
+            if best is not None:
+                is_best[rows[best]] = True
+    blows["qc_status"], blows["qc_reason"], blows["is_best"] = status, reason, is_best
+    for k, v in values.items():
+        blows[k] = v
+    participants = _fill_participants(participants, blows, summaries, instance)
+    participants = add_zscores(participants)
+    exclusions = _exclusions(participants, blows, instance)
+    return participants, blows, exclusions
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-session QC (top-level functions so a process pool can pickle them).
+
+def _qc_session(
+    volumes: list[np.ndarray], cfg: QCConfig
+) -> tuple[list[list[str]], list[dict], ParticipantQC, int | None]:
+    """QC one (participant, instance) session.
+
+    A series that ``signals`` refuses (e.g. a single sample) is rejected as ``parse_error`` instead of
+    failing the whole session, so one bad blow never hides the participant's good ones.
+
+    Returns:
+        ``(reasons, measures, summary, best)``: per-blow reason codes and measure dicts in input order,
+        the :class:`signals.qc.ParticipantQC`, and the best blow's position in ``volumes``.
+    """
+    valid, reasons, measures = [], [], []
+    for v in volumes:
+        try:
+            validate_volume_ml(v)
+        except SpirolmInputError as exc:
+            reasons.append([f"{PARSE_ERROR}: {exc.problem}"])
+            measures.append(dict.fromkeys(BLOW_MEASURES, np.nan))
+            continue
+        valid.append(len(reasons))
+        reasons.append([])
+        measures.append({})
+    valid_reasons, pqc = qc_participant([volumes[i] for i in valid], cfg)
+    for pos, codes, m in zip(valid, valid_reasons, pqc.blow_measures):
+        reasons[pos] = list(codes)
+        measures[pos] = _measure_dict(m)
+    best = None if pqc.best_index is None else valid[pqc.best_index]
+    return reasons, measures, pqc, best
+
+
+def _qc_batch(batch: list[list[np.ndarray]], cfg: QCConfig) -> list:
+    return [_qc_session(v, cfg) for v in batch]
+
+
+def _qc_all(jobs: list, cfg: QCConfig, workers: int, progress: bool | None) -> list:
+    sessions = [vols for _, _, vols in jobs]
+    disable = None if progress is None else not progress
+    if workers <= 1 or len(sessions) < _PARALLEL_MIN_GROUPS:
+        return [_qc_session(v, cfg) for v in tqdm(sessions, desc="spirometry QC", unit="session", disable=disable)]
+    size = max(1, math.ceil(len(sessions) / (workers * 8)))
+    batches = [sessions[i:i + size] for i in range(0, len(sessions), size)]
+    out: list = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for res in tqdm(pool.map(_qc_batch, batches, [cfg] * len(batches)), total=len(batches),
+                        desc="spirometry QC", unit="batch", disable=disable):
+            out.extend(res)
+    return out
+
+
+def _measure_dict(m: BlowMeasures) -> dict:
+    return {k: float(getattr(m, k)) for k in BLOW_MEASURES}
+
+
+# --------------------------------------------------------------------------------------------------
+# Filling the tables.
+
+def _init_blow_columns(blows: pd.DataFrame) -> pd.DataFrame:
+    if "qc_reason" not in blows:
+        blows["qc_reason"] = ""
+    blows["qc_reason"] = blows["qc_reason"].fillna("").astype(object)
+    failed_parse = blows["qc_reason"].str.startswith(PARSE_ERROR)
+    blows["qc_status"] = np.where(failed_parse, "reject", "accept").astype(object)
+    blows["is_best"] = False
+    for col in BLOW_MEASURES:
+        blows[col] = np.nan
+    return blows
+
+
+def _fill_participants(
+    participants: pd.DataFrame, blows: pd.DataFrame, summaries: dict, instance: int
+) -> pd.DataFrame:
+    at_inst = blows[blows["instance"] == instance]
+    n_blows = at_inst.groupby("eid").size()
+    parse_reasons = (at_inst[at_inst["qc_reason"].str.startswith(PARSE_ERROR)]
+                     .groupby("eid")["qc_reason"].agg(lambda s: ";".join(sorted(set(r.split(":")[0] for r in s)))))
+    status, reason = [], []
+    values = {k: [] for k in PARTICIPANT_MEASURES}
+    for eid in participants["eid"].to_numpy():
+        pqc = summaries.get(int(eid))
+        if pqc is None:
+            status.append("fail")
+            reason.append(f"no_usable_blow: {parse_reasons[eid]}" if eid in parse_reasons.index else "no_blows")
+            for k in PARTICIPANT_MEASURES:
+                values[k].append(np.nan)
+            continue
+        status.append(pqc.status)
+        reason.append(pqc.reason or "")
+        for k in PARTICIPANT_MEASURES:
+            v = getattr(pqc, k)
+            values[k].append(np.nan if v is None else float(v))
+    participants["qc_status"] = status
+    participants["qc_reason"] = reason
+    for k, v in values.items():
+        participants[k] = np.asarray(v, dtype=float)
+    participants["n_blows"] = participants["eid"].map(n_blows).fillna(0).astype("int64")
+    return participants
+
+
+def add_zscores(participants: pd.DataFrame) -> pd.DataFrame:
+    """GLI-2012 z-scores for FEV1, FVC and FEV1/FVC (NaN where any input is missing or out of range)."""
+    lo, hi = gli.GLI_AGE_RANGE
+    age = participants["age"].to_numpy(dtype=float)
+    height = participants["height_cm"].to_numpy(dtype=float)
+    sex = participants["sex"].astype(object).to_numpy()
+    eth = participants["gli_ethnicity"].astype(object).to_numpy()
+    base_ok = (np.isfinite(age) & (age >= lo) & (age <= hi) & np.isfinite(height) & (height > 0)
+               & pd.notna(sex) & pd.notna(eth))
+    for zcol, (param, col) in Z_COLUMNS.items():
+        value = participants[col].to_numpy(dtype=float)
+        ok = base_ok & np.isfinite(value) & (value > 0)
+        z = np.full(len(participants), np.nan)
+        if ok.any():
+            z[ok] = gli.zscore(param, value[ok], sex[ok].astype(str), age[ok], height[ok], eth[ok].astype(str),
+                               outside_nodes="nan")
+        participants[zcol] = z
+    return participants
+
+
+def _exclusions(participants: pd.DataFrame, blows: pd.DataFrame, instance: int) -> pd.DataFrame:
+    rej = blows.loc[blows["qc_status"] == "reject", ["eid", "instance", "blow_index", "qc_reason"]]
+    blow_rows = pd.DataFrame({
+        "eid": rej["eid"].to_numpy(), "instance": rej["instance"].to_numpy(),
+        "blow_index": rej["blow_index"].to_numpy(), "level": "blow", "reason": rej["qc_reason"].to_numpy()})
+    fail = participants.loc[participants["qc_status"] == "fail", ["eid", "qc_reason"]]
+    part_rows = pd.DataFrame({
+        "eid": fail["eid"].to_numpy(), "instance": instance, "blow_index": pd.NA,
+        "level": "participant", "reason": fail["qc_reason"].to_numpy()})
+    out = pd.concat([blow_rows, part_rows], ignore_index=True)
+    out["blow_index"] = out["blow_index"].astype("Int64")
+    return out[list(EXCLUSION_COLUMNS)]
+
+
+def reason_counts(reasons: Sequence[str]) -> dict[str, int]:
+    """Count ``;``-joined reason codes, collapsing ``parse_error: <message>`` to ``parse_error``."""
+    counts: dict[str, int] = {}
+    for text in reasons:
+        if not text:
+            continue
+        codes = [PARSE_ERROR] if text.startswith(PARSE_ERROR) else text.split(";")
+        for c in codes:
+            counts[c] = counts.get(c, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,121 @@
+"""The ``spirolm`` command line: thin entry points over importable library functions.
+
+Every command parses arguments, calls one library function and prints its result. Bad input
+(:class:`signals.errors.SpirolmInputError`) becomes one readable ``error: ...`` line and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from signals.errors import SpirolmInputError
+
+app = typer.Typer(
+    help="spirolm: respiratory risk (asthma, COPD) from spirograms + EHR with a HeLM-style multimodal LLM.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+cohort_app = typer.Typer(help="Build, import, QC and describe cohorts.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models (encoder, baselines, HeLM).", no_args_is_help=True)
+app.add_typer(cohort_app, name="cohort")
+app.add_typer(train_app, name="train")
+
+console = Console()
+
+
+@cohort_app.command("synth")
+def cohort_synth(
+    n: Annotated[int, typer.Option(help="Number of participants.")] = 20000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("cohort"),
+    qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
+    split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+) -> None:
+    """Generate the embedded synthetic cohort as a UKB field-ID export, then import it (synth → export → import → QC)."""
+    from biobank.build import build_synthetic_cohort
+    from biobank.cohort_io import read_cohort
+
+    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed)
+    _print_description(read_cohort(out))
+    console.print(f"cohort written to [bold]{out}[/] (ukb_export.csv, participants.parquet, blows.parquet)")
+
+
+@cohort_app.command("import-ukb")
+def cohort_import_ukb(
+    export: Annotated[Path, typer.Argument(help="UK Biobank field-ID export (CSV, TSV or Parquet).")],
+    out: Annotated[Path, typer.Option(help="Output cohort directory.")],
+    phenotypes: Annotated[Optional[Path], typer.Option(help="Trait rules YAML (default: biobank/phenotypes.yaml).")] = None,
+    qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
+    split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+) -> None:
+    """Import a UK Biobank export into participants.parquet + blows.parquet, with QC and splits."""
+    from biobank.build import import_export
+    from biobank.cohort_io import read_cohort
+
+    import_export(export, out, qc_standard=qc_standard, split_seed=split_seed, phenotypes=phenotypes)
+    _print_description(read_cohort(out))
+
+
+@cohort_app.command("qc")
+def cohort_qc(
+    cohort: Annotated[Path, typer.Argument(help="Cohort directory.")],
+    qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
+) -> None:
+    """Re-run ATS/ERS QC on a cohort directory (rewrites QC columns and qc_exclusions.csv)."""
+    from biobank.build import rerun_qc
+    from biobank.cohort_io import read_cohort
+
+    rerun_qc(cohort, qc_standard=qc_standard)
+    _print_description(read_cohort(cohort))
+
+
+@cohort_app.command("describe")
+def cohort_describe(cohort: Annotated[Path, typer.Argument(help="Cohort directory.")]) -> None:
+    """Counts, prevalences, QC exclusions with reasons, and (synthetic cohorts) the oracle AUROC per trait."""
+    from biobank.cohort_io import read_cohort
+
+    _print_description(read_cohort(cohort))
+
+
+@app.command("run")
+def run(
+    profile: Annotated[str, typer.Option(help="default | smoke (tiny, CI) | full (large, GPU).")] = "default",
+    config: Annotated[Optional[Path], typer.Option(help="YAML with overrides of the profile.")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory (stages are cached here).")] = Path("runs/default"),
+) -> None:
+    """The main job: cohort → QC → describe (later: encoder, baselines, HeLM, evaluation, report)."""
+    from experiments.config import load_run_config
+    from experiments.run import run_main
+
+    cfg = load_run_config(profile, config)
+    result = run_main(cfg, out)
+    console.print(result.summary_markdown)
+    console.print(f"run directory: [bold]{out}[/]")
+
+
+def _print_description(cohort) -> None:  # type: ignore[no-untyped-def]
+    from biobank.describe import describe_cohort
+
+    desc = describe_cohort(cohort.participants, cohort.traits, cohort.blows)
+    console.print(desc.to_markdown())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SpirolmInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
