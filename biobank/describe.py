@@ -77,13 +77,18 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
-def _reason_counts(reasons: pd.Series) -> dict[str, int]:
-    """Count individual reason codes in ``;``-joined reason strings (``"bev_high;cough"``)."""
-    codes = (
-        reasons.dropna().astype(str).str.split(";").explode().str.strip()
-    )
-    # Participant reasons may carry detail after a space or '(' (e.g. "no_acceptable_blow (blow0: ...)").
-    codes = codes[codes != ""].str.split(r"[\s(:]", n=1, regex=True).str[0]
+def _reason_counts(reasons: pd.Series, *, multi: bool) -> dict[str, int]:
+    """Count reason codes.
+
+    Blow reasons are ``;``-joined codes (``"bev_high;cough"``, ``multi=True``). A participant reason is one
+    code followed by detail (``"no_acceptable_blow (blow0: bev_high; blow1: cough)"``, ``multi=False``):
+    only its leading code is counted, so the detail's own separators are not mistaken for codes.
+    """
+    codes = reasons.dropna().astype(str)
+    if multi:
+        codes = codes.str.split(";").explode()
+    codes = codes.str.strip().str.split(r"[\s(:]", n=1, regex=True).str[0]
+    codes = codes[codes != ""]
     return {str(k): int(v) for k, v in codes.value_counts().items()}
 
 
@@ -110,7 +115,7 @@ def describe_cohort(
     not_pass = participants.loc[participants["qc_status"] != "pass", "qc_reason"]
     blow_reasons: dict[str, int] = {}
     if blows is not None and "qc_reason" in blows:
-        blow_reasons = _reason_counts(blows.loc[blows["qc_status"] != "accept", "qc_reason"])
+        blow_reasons = _reason_counts(blows.loc[blows["qc_status"] != "accept", "qc_reason"], multi=True)
     summaries = []
     synthetic = False
     for trait in traits:
@@ -146,7 +151,7 @@ def describe_cohort(
         n_blows=None if blows is None else len(blows),
         split_counts=split_counts,
         qc_status_counts=qc_counts,
-        participant_qc_reasons=_reason_counts(not_pass),
+        participant_qc_reasons=_reason_counts(not_pass, multi=False),
         blow_qc_reasons=blow_reasons,
         traits=summaries,
         synthetic=synthetic,

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 
 from signals.errors import SpirolmInputError
 
@@ -96,7 +97,7 @@ def run(
 
     cfg = load_run_config(profile, config)
     result = run_main(cfg, out)
-    console.print(result.summary_markdown)
+    console.print(Markdown(result.summary_markdown))
     console.print(f"run directory: [bold]{out}[/]")
 
 
@@ -104,7 +105,7 @@ def _print_description(cohort) -> None:  # type: ignore[no-untyped-def]
     from biobank.describe import describe_cohort
 
     desc = describe_cohort(cohort.participants, cohort.traits, cohort.blows)
-    console.print(desc.to_markdown())
+    console.print(Markdown(desc.to_markdown()))
 
 
 def main() -> None:
