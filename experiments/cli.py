@@ -101,6 +101,16 @@ def run(
     console.print(f"run directory: [bold]{out}[/]")
 
 
+def _register_model_commands() -> None:
+    """Attach the model commands, which live next to their library code."""
+    from experiments.cli_baselines import train_baselines_cmd
+
+    train_app.command("baselines")(train_baselines_cmd)
+
+
+_register_model_commands()
+
+
 def _print_description(cohort) -> None:  # type: ignore[no-untyped-def]
     from biobank.describe import describe_cohort
 

@@ -1,0 +1,287 @@
+"""Feature sets, model registry, fitting and the ``train baselines`` pipeline (without a tracking server).
+
+``make_participants`` / ``write_cohort`` build a small participants table with a known signal (COPD risk
+from pack-years, age and FEV1/FVC; asthma from hay fever and FEV1/FVC) and ``true_risk_*`` columns;
+the MLflow and SHAP tests import them from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from experiments import baselines as B
+from experiments import features as F
+from experiments.evaluation import ORACLE, compare_methods
+from signals.errors import SpirolmInputError
+
+SPIRO = list(F.SPIROMETRY_COLUMNS)
+# Small, single-threaded XGBoost for tests: OpenMP threads spin-wait on a busy 2-core CI machine.
+FAST = {"xgboost": B.XGBoostConfig(n_estimators=150, learning_rate=0.2, early_stopping_rounds=10, nthread=1)}
+
+
+def make_participants(n: int = 1200, seed: int = 0) -> pd.DataFrame:
+    """A cohort table following docs/design.md with a known logistic signal and true risks."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(40, 70, n)
+    sex = rng.choice(["female", "male"], n)
+    smoking = rng.choice(["never", "previous", "current"], n, p=[0.55, 0.33, 0.12]).astype(object)
+    smoking[rng.random(n) < 0.03] = None
+    pack = np.where(smoking == "never", 0.0, rng.gamma(2.0, 10.0, n))
+    height = np.where(sex == "male", 176.0, 163.0) + rng.normal(0, 7, n)
+    ratio = np.clip(0.78 - 0.004 * pack + rng.normal(0, 0.06, n), 0.3, 0.95)
+    fvc = np.clip((height / 100) ** 2 * 1.6 - 0.02 * (age - 40) + rng.normal(0, 0.4, n), 1.0, 8.0)
+    fev1 = fvc * ratio
+    hay = (rng.random(n) < 0.25).astype(np.int8)
+    df = pd.DataFrame({
+        "eid": np.arange(1_000_001, 1_000_001 + n, dtype=np.int64), "age": age, "sex": sex,
+        "height_cm": height, "bmi": np.clip(rng.normal(27, 4, n), 15, 50), "smoking_status": smoking,
+        "pack_years": pack, "ethnicity": rng.choice(["white", "south_asian", "black", "other"], n,
+                                                    p=[0.85, 0.05, 0.05, 0.05]),
+        "gli_ethnicity": "caucasian", "hay_fever_eczema": pd.array(hay, dtype="Int8"),
+        "parental_copd": pd.array((rng.random(n) < 0.1).astype(np.int8), dtype="Int8"),
+        "townsend": rng.normal(-1, 3, n), "pm25": np.clip(rng.normal(10, 1, n), 5, 20),
+        "fev1_l": fev1, "fvc_l": fvc, "fev1_fvc": ratio, "pef_l_s": fev1 * 2.1, "fef25_75_l_s": fev1 * ratio * 0.9,
+        "fev1_z": rng.normal(0, 1, n), "fvc_z": rng.normal(0, 1, n), "fev1_fvc_z": (ratio - 0.78) / 0.06,
+        "qc_status": "pass", "qc_reason": "", "n_blows": np.full(n, 3, dtype=np.int64),
+    })
+    fail = rng.random(n) < 0.05
+    df.loc[fail, SPIRO] = np.nan
+    df.loc[fail, "qc_status"] = "fail"
+    df.loc[fail, "qc_reason"] = "no_end_of_test"
+    z = (ratio - 0.78) / 0.06
+    logits = {"asthma": -1.8 + 1.5 * hay - 0.8 * z, "copd": -2.5 + 0.05 * pack + 0.04 * (age - 55) - 1.2 * z}
+    for trait, logit in logits.items():
+        risk = 1 / (1 + np.exp(-logit))
+        df[trait] = pd.array((rng.random(n) < risk).astype(np.int8), dtype="Int8")
+        df[f"true_risk_{trait}"] = risk
+    df.loc[rng.random(n) < 0.01, "asthma"] = pd.NA
+    u = rng.random(n)
+    df["split"] = np.where(u < 0.6, "train", np.where(u < 0.8, "val", "test"))
+    return df
+
+
+def write_cohort(directory: Path, participants: pd.DataFrame | None = None, **kwargs) -> Path:
+    """Write ``participants.parquet`` only (the baselines never read blows)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (participants if participants is not None else make_participants(**kwargs)).to_parquet(
+        directory / "participants.parquet", index=False)
+    return directory
+
+
+def write_embeddings(path: Path, participants: pd.DataFrame, seed: int = 0) -> Path:
+    """An encoder-format embedding file whose first dimensions carry FEV1/FVC (a stand-in encoder)."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(0, 1, (len(participants), F.EMBEDDING_DIM))
+    emb[:, 0] += participants["fev1_fvc"].fillna(0.7).to_numpy() * 10
+    df = pd.DataFrame(emb, columns=list(F.EMBEDDING_COLUMNS))
+    df.insert(0, "eid", participants["eid"].to_numpy())
+    df.to_parquet(path, index=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def test_feature_sets_columns_and_notes():
+    p = make_participants(300)
+    tab = F.build_features(p, "tabular")
+    assert set(tab.numeric) == set(F.TABULAR_NUMERIC) and set(tab.categorical) == set(F.TABULAR_CATEGORICAL)
+    assert "eid" not in tab.X.columns and len(tab.X) == 300
+    spi = F.build_features(p, "tabular+spirometry")
+    assert set(SPIRO) <= set(spi.X.columns)
+    assert spi.n_missing_spirometry == int(p["fev1_l"].isna().sum()) > 0
+    assert any("missing spirometry" in n for n in spi.notes)
+    assert (spi.X["smoking_status"] == F.MISSING_CATEGORY).sum() == p["smoking_status"].isna().sum()
+    short = F.build_features(p.drop(columns=["pm25", "townsend"]), "tabular")
+    assert "pm25" not in short.X.columns and any("pm25" in n for n in short.notes)
+
+
+def test_all_missing_column_is_an_error():
+    p = make_participants(200)
+    p["bmi"] = np.nan
+    with pytest.raises(SpirolmInputError, match="field bmi: feature column is missing for every participant"):
+        F.build_features(p, "tabular")
+    p = make_participants(200)
+    fm = F.build_features(p, "tabular")
+    fm.X.loc[(p["split"] == "val").to_numpy(), "townsend"] = np.nan
+    with pytest.raises(SpirolmInputError, match="townsend.*split 'val'"):
+        F.check_split_features(fm, (p["split"] == "val").to_numpy(), "val")
+
+
+def test_bad_feature_inputs():
+    p = make_participants(100)
+    with pytest.raises(SpirolmInputError, match="unknown feature set"):
+        F.build_features(p, "tabular+genome")
+    with pytest.raises(SpirolmInputError, match="needs --embeddings"):
+        F.build_features(p, "tabular+embedding")
+    p.loc[7, "sex"] = "M"
+    with pytest.raises(SpirolmInputError, match=f"participant {p.loc[7, 'eid']}: field sex"):
+        F.build_features(p, "tabular")
+
+
+def test_embeddings_join_and_validation(tmp_path):
+    p = make_participants(150)
+    path = write_embeddings(tmp_path / "emb.parquet", p)
+    emb = F.load_embeddings(path)
+    fm = F.build_features(p, "tabular+embedding", embeddings=emb)
+    assert fm.X.shape[1] == len(F.TABULAR_NUMERIC) + len(F.TABULAR_CATEGORICAL) + 128
+    shuffled = emb.sample(frac=1.0, random_state=0)
+    fm2 = F.build_features(p, "tabular+embedding", embeddings=shuffled)
+    pd.testing.assert_frame_equal(fm.X, fm2.X)  # joined by eid, not by position
+    ok = p["qc_status"] != "fail"
+    first_ok = p.loc[ok, "eid"].iloc[0]
+    with pytest.raises(SpirolmInputError, match=f"participant {first_ok}.*no spirogram embedding"):
+        F.build_features(p, "tabular+embedding", embeddings=emb[emb["eid"] != first_ok])
+    # the encoder writes no embedding for QC-failed participants: NaN + a note, not an error
+    fm3 = F.build_features(p, "tabular+embedding", embeddings=emb[emb["eid"].isin(p.loc[ok, "eid"])])
+    assert fm3.X.loc[~ok.to_numpy(), "emb_000"].isna().all() and fm3.X.loc[ok.to_numpy(), "emb_000"].notna().all()
+    assert any(f"{(~ok).sum()} of 150 QC-failed participants have no spirogram embedding" in n for n in fm3.notes)
+    pd.read_parquet(path).drop(columns=["emb_127"]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(SpirolmInputError, match="emb_127"):
+        F.load_embeddings(tmp_path / "bad.parquet")
+
+
+def test_encode_categoricals_fixed_vocabulary():
+    p = make_participants(50)
+    fm = F.build_features(p, "tabular")
+    enc = F.encode_categoricals(fm.X, fm.categorical)
+    assert "sex=male" in enc.columns and "ethnicity=chinese" in enc.columns  # level absent from data still there
+    assert enc.dtypes.map(lambda d: d.kind == "f").all()
+    missing = (fm.X["smoking_status"] == F.MISSING_CATEGORY).to_numpy()
+    assert (enc.loc[missing, [c for c in enc.columns if c.startswith("smoking_status=")]].sum(axis=1) == 0).all()
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry():
+    assert set(B.registered_models()) >= {"logreg", "xgboost"}
+    assert isinstance(B.get_model("xgboost").cfg, B.XGBoostConfig)
+    with pytest.raises(SpirolmInputError, match="unknown baseline model 'svm'"):
+        B.get_model("svm")
+    with pytest.raises(SpirolmInputError, match="needs a LogRegConfig"):
+        B.get_model("logreg", B.XGBoostConfig())
+    with pytest.raises(ValueError, match="already registered"):
+        B.register_model("logreg")(B.LogRegBaseline)
+    with pytest.raises(AttributeError):
+        B.LogRegConfig().C = 2.0  # frozen
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _fit(p: pd.DataFrame, seed: int, feature_sets=("tabular", "tabular+spirometry"), models=("logreg", "xgboost")):
+    return B.fit_baselines(p, ["asthma", "copd"], feature_sets=feature_sets, models=models, embeddings=None,
+                           seed=seed, configs=FAST)
+
+
+def test_fit_learns_the_signal_and_is_reproducible():
+    p = make_participants()
+    fitted, preds, skipped, _ = _fit(p, seed=0)
+    assert skipped == [] and len(fitted) == 8
+    assert list(preds["eid"]) == list(p.loc[p["split"] == "test", "eid"])
+    test = p[p["split"] == "test"].reset_index(drop=True)
+    result = compare_methods(test, B._scores_by_method(preds, fitted), ["asthma", "copd"], n_bootstrap=100)
+    table = result.to_frame().set_index(["method", "trait"])
+    for (method, trait), row in table.iterrows():
+        assert 0.6 < row["auroc"] <= table.loc[(ORACLE, trait), "auroc"] + 0.05, (method, trait)
+    # spirometry carries the signal for both traits, so adding it must help the linear model
+    for trait in ("asthma", "copd"):
+        assert table.loc[("logreg:tabular+spirometry", trait), "auroc"] > table.loc[("logreg:tabular", trait), "auroc"]
+    _, again, _, _ = _fit(p, seed=0, feature_sets=("tabular+spirometry",))
+    pd.testing.assert_frame_equal(preds[again.columns], again)  # same config -> identical predictions
+    _, other, _, _ = _fit(p, seed=1, feature_sets=("tabular",), models=("xgboost",))
+    assert not np.allclose(other["copd__xgboost:tabular"], preds["copd__xgboost:tabular"])
+
+
+def test_xgboost_early_stops_on_validation():
+    p = make_participants(800)
+    fitted, *_ = B.fit_baselines(p, ["copd"], feature_sets=("tabular",), models=("xgboost",), embeddings=None,
+                                 seed=0, configs={"xgboost": B.XGBoostConfig(n_estimators=2000, learning_rate=0.3,
+                                                                             early_stopping_rounds=10, nthread=1)})
+    model = fitted[("xgboost", "tabular", "copd")].model
+    assert model.params()["best_iteration"] < 200
+
+
+def test_single_class_in_a_split_names_trait_and_split(tmp_path):
+    p = make_participants(400)
+    p.loc[p["split"] == "val", "copd"] = 0
+    with pytest.raises(SpirolmInputError, match="field copd: trait 'copd' has a single class in split 'val'"):
+        B.train_baselines(write_cohort(tmp_path / "c", p), out_dir=tmp_path / "out", tracking_uri="unused://")
+
+
+def test_unknown_split_and_model(tmp_path):
+    p = make_participants(300)
+    with pytest.raises(SpirolmInputError, match="unknown baseline model"):
+        B.train_baselines(write_cohort(tmp_path / "c", p), models=("svm",), out_dir=tmp_path / "o")
+    with pytest.raises(SpirolmInputError, match="unknown feature set"):
+        B.train_baselines(tmp_path / "c", feature_sets=("raw",), out_dir=tmp_path / "o")
+    with pytest.raises(SpirolmInputError, match="participants.parquet"):
+        B.train_baselines(tmp_path / "nowhere", out_dir=tmp_path / "o")
+
+
+def test_embedding_feature_set_runs_with_embeddings():
+    p = make_participants(600)
+    emb = write_embeddings_frame(p)
+    fitted, preds, skipped, _ = B.fit_baselines(p, ["copd"], feature_sets=("tabular+embedding",),
+                                                models=("logreg",), embeddings=emb, seed=0, configs=FAST)
+    assert skipped == [] and "copd__logreg:tabular+embedding" in preds.columns
+    _, _, skipped, _ = B.fit_baselines(p, ["copd"], feature_sets=("tabular", "tabular+embedding"),
+                                       models=("logreg",), embeddings=None, seed=0)
+    assert len(skipped) == 1 and "no spirogram embeddings" in skipped[0]
+
+
+def write_embeddings_frame(p: pd.DataFrame) -> pd.DataFrame:
+    """Like the encoder export: one row per participant whose spirometry did not fail QC."""
+    emb = pd.DataFrame(np.random.default_rng(0).normal(size=(len(p), 128)), columns=list(F.EMBEDDING_COLUMNS))
+    emb.insert(0, "eid", p["eid"].to_numpy())
+    return emb[(p["qc_status"] != "fail").to_numpy()].reset_index(drop=True)
+
+
+def test_cli_end_to_end_local_store(tmp_path, monkeypatch):
+    """The command prints the table and where the runs are, and writes predictions, tables and plots."""
+    from experiments.cli_baselines import train_baselines_cmd
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    p = make_participants(600)
+    p.loc[p.index[p["split"] == "test"][:3], "copd"] = pd.NA
+    cohort = write_cohort(tmp_path / "demo_cohort", p)
+    app = typer.Typer()
+    app.command()(train_baselines_cmd)
+    res = CliRunner().invoke(app, ["--cohort", str(cohort), "--features", "tabular", "--traits", "copd",
+                                   "--out", "out", "--seed", "3"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "oracle" in res.output and "logreg:tabular" in res.output and "xgboost:tabular" in res.output
+    assert "skipped" not in res.output  # tabular+embedding was not requested
+    assert "mlflow ui --backend-store-uri sqlite:///" in res.output.replace("\n", "")
+    assert "participants without a label" in res.output
+    assert (tmp_path / "mlflow.db").exists()
+    preds = pd.read_parquet(tmp_path / "out" / "predictions_test.parquet")
+    assert list(preds.columns) == ["eid", "copd__logreg:tabular", "copd__xgboost:tabular"]
+    assert len(preds) == (p["split"] == "test").sum()  # participants without a label are still scored
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(table["method"]) == {ORACLE, "logreg:tabular", "xgboost:tabular"}
+    assert (table["n_missing_label"] == 3).all()
+    assert (table["auroc_ci_lo"] <= table["auroc"]).all() and (table["auroc"] <= table["auroc_ci_hi"]).all()
+    assert len(list((tmp_path / "out" / "plots").glob("copd_*.png"))) == 3
+    assert "| oracle |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_pipeline_numbers_reproduce_exactly(tmp_path, monkeypatch):
+    """Re-running train_baselines with the same seed reproduces every number of the table."""
+    monkeypatch.chdir(tmp_path)
+    cohort = write_cohort(tmp_path / "c", n=500)
+    kw = {"feature_sets": ("tabular+spirometry",), "n_bootstrap": 200, "configs": FAST, "explain": False,
+          "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}
+    a = B.train_baselines(cohort, out_dir=tmp_path / "a", seed=5, **kw)
+    b = B.train_baselines(cohort, out_dir=tmp_path / "b", seed=5, **kw)
+    assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
+    assert a.comparison.to_markdown() == b.comparison.to_markdown()
+    assert a.experiment_name == b.experiment_name and a.parent_run_id != b.parent_run_id
