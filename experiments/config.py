@@ -53,6 +53,17 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesSettings:
+    """Tabular baselines (``experiments.baselines``) run by the main job."""
+
+    __pydantic_config__ = _STRICT
+    enabled: bool = True
+    models: tuple[str, ...] = ("logreg", "xgboost")
+    feature_sets: tuple[str, ...] = ("tabular", "tabular+spirometry", "tabular+embedding")
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The whole main job. Later stages (encoder, baselines, HeLM, scoring) add sections here."""
 
@@ -61,6 +72,7 @@ class RunConfig:
     cohort: CohortConfig = field(default_factory=CohortConfig)
     qc: QCSettings = field(default_factory=QCSettings)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    baselines: BaselinesSettings = field(default_factory=BaselinesSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,7 +19,7 @@ from biobank.cohort_io import read_cohort
 from biobank.describe import CohortDescription, describe_cohort
 from experiments.cohort_figures import plot_example_curves
 from experiments.config import RunConfig
-from experiments.stages import file_fingerprint, run_stage, stage_key
+from experiments.stages import file_fingerprint, run_stage, stage_key, stamp_key
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,29 @@ def cohort_stage(cfg: RunConfig, out_dir: Path) -> Path:
     return run_stage("cohort", out_dir / "cohort", key, build)
 
 
+def baselines_stage(cfg: RunConfig, out_dir: Path, cohort_dir: Path, embeddings: Path | None = None) -> Path:
+    """Fit and evaluate the tabular baselines (cached on the cohort, the config and the embeddings)."""
+    from experiments.baselines import train_baselines
+
+    b = cfg.baselines
+    key = stage_key(
+        stamp_key(cohort_dir), cfg.seed, cfg.to_dict()["baselines"], None if embeddings is None else file_fingerprint(embeddings)
+    )
+
+    def build(d: Path) -> None:
+        train_baselines(
+            cohort_dir,
+            feature_sets=b.feature_sets,
+            models=b.models,
+            embeddings=embeddings,
+            out_dir=d,
+            seed=cfg.seed,
+            n_bootstrap=b.n_bootstrap,
+        )
+
+    return run_stage("baselines", out_dir / "baselines", key, build)
+
+
 def run_main(cfg: RunConfig, out_dir: Path) -> RunResult:
     """Run every stage of the main job into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -74,4 +97,8 @@ def run_main(cfg: RunConfig, out_dir: Path) -> RunResult:
     summary = "## Cohort\n\n" + desc.to_markdown()
     (report / "cohort.md").write_text(summary + "\n")
     plot_example_curves(cohort.participants, cohort.blows, cohort.traits, report / "example_curves.png", seed=cfg.seed)
+    if cfg.baselines.enabled:
+        baselines_dir = baselines_stage(cfg, out_dir, cohort_dir)
+        summary += "\n\n## Model comparison (test split)\n\n" + (baselines_dir / "results.md").read_text()
+        (report / "comparison.md").write_text((baselines_dir / "results.md").read_text())
     return RunResult(out_dir=out_dir, cohort_dir=cohort_dir, description=desc, summary_markdown=summary)

@@ -52,6 +52,11 @@ def is_cached(stage_dir: Path, key: str) -> bool:
         return False
 
 
+def stamp_key(stage_dir: Path) -> str:
+    """The key a finished stage was built with (an upstream dependency of later stages)."""
+    return json.loads((Path(stage_dir) / STAMP).read_text())["key"]
+
+
 def run_stage(name: str, stage_dir: Path, key: str, build: Callable[[Path], None]) -> Path:
     """Run ``build(tmp_dir)`` unless ``stage_dir`` already holds a finished build with this key.
 

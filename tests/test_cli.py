@@ -79,14 +79,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...],
 
 
 def test_run_smoke_profile_and_cache(tmp_path: Path) -> None:
-    override = tmp_path / "small.yaml"
-    override.write_text("cohort:\n  n: 300\n")
     out = tmp_path / "run"
-    r = spirolm("run", "--profile", "smoke", "--config", str(override), "--out", str(out), cwd=tmp_path)
+    r = spirolm("run", "--profile", "smoke", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "report" / "cohort.md").read_text().startswith("## Cohort")
     assert (out / "report" / "example_curves.png").stat().st_size > 10_000
     assert (out / "cohort" / "participants.parquet").exists()
-    r2 = spirolm("run", "--profile", "smoke", "--config", str(override), "--out", str(out), cwd=tmp_path)
+    assert "oracle" in (out / "report" / "comparison.md").read_text()
+    assert (tmp_path / "mlflow.db").exists()
+    r2 = spirolm("run", "--profile", "smoke", "--out", str(out), cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr
-    assert "stage cohort: cached" in r2.stderr
+    assert "stage cohort: cached" in r2.stderr and "stage baselines: cached" in r2.stderr
+    # A config change downstream of the cohort rebuilds only the baselines.
+    override = tmp_path / "fewer.yaml"
+    override.write_text("baselines:\n  models: [logreg]\n")
+    r3 = spirolm("run", "--profile", "smoke", "--config", str(override), "--out", str(out), cwd=tmp_path)
+    assert r3.returncode == 0, r3.stderr
+    assert "stage cohort: cached" in r3.stderr and "stage baselines: building" in r3.stderr
+    assert "xgboost" not in (out / "report" / "comparison.md").read_text()
