@@ -104,8 +104,11 @@ def run(
 def _register_model_commands() -> None:
     """Attach the model commands, which live next to their library code."""
     from experiments.cli_baselines import train_baselines_cmd
+    from experiments.cli_encoder import embed_command, train_encoder_command
 
     train_app.command("baselines")(train_baselines_cmd)
+    train_app.command("encoder")(train_encoder_command)
+    app.command("embed")(embed_command)
 
 
 _register_model_commands()
