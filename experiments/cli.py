@@ -91,7 +91,7 @@ def run(
     config: Annotated[Optional[Path], typer.Option(help="YAML with overrides of the profile.")] = None,
     out: Annotated[Path, typer.Option(help="Run directory (stages are cached here).")] = Path("runs/default"),
 ) -> None:
-    """The main job: cohort → QC → describe (later: encoder, baselines, HeLM, evaluation, report)."""
+    """The main job: cohort → QC → encoder → embeddings → baselines → comparison of every model (HeLM, report: later)."""
     from experiments.config import load_run_config
     from experiments.run import run_main
 
@@ -105,10 +105,13 @@ def _register_model_commands() -> None:
     """Attach the model commands, which live next to their library code."""
     from experiments.cli_baselines import train_baselines_cmd
     from experiments.cli_encoder import embed_command, train_encoder_command
+    from experiments.cli_helm import chat_command, train_helm_command
 
     train_app.command("baselines")(train_baselines_cmd)
     train_app.command("encoder")(train_encoder_command)
     app.command("embed")(embed_command)
+    train_app.command("helm")(train_helm_command)
+    app.command("chat")(chat_command)
 
 
 _register_model_commands()

@@ -1,0 +1,116 @@
+"""Projectors from the spirogram embedding (and the tabular record) into the LLM's token space.
+
+Only LLaVA's projector *builder* idea is borrowed (``multimodal_projector/builder.py``): a string
+spec - ``linear``, ``mlp<N>x_gelu`` or ``identity`` - parsed in one small function that raises on
+anything else. The output width is always the LLM's input-embedding width, never hard-coded.
+
+A :class:`SoftTokenProjector` maps a ``(B, in_dim)`` feature to ``(B, k, d_model)`` soft tokens.
+Each token goes through a LayerNorm and is then multiplied by a fixed scale so its norm matches the
+mean norm of the LLM's own token embeddings: a soft token orders of magnitude larger or smaller
+than real tokens either dominates attention or is ignored, and training then mostly fixes the scale.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+from signals.errors import SpirolmInputError
+
+_MLP_SPEC = re.compile(r"^mlp(\d+)x_gelu$")
+PROJECTOR_SPECS = ("linear", "identity", "mlp<N>x_gelu")
+
+
+def build_mlp(spec: str, in_dim: int, out_dim: int, hidden: int) -> nn.Module:
+    """The feature MLP named by ``spec``.
+
+    Args:
+        spec: ``linear`` (one Linear), ``mlp<N>x_gelu`` (N Linear layers with GELU between; the
+            hidden layers are ``hidden`` wide) or ``identity`` (needs ``in_dim == out_dim``).
+        in_dim: input width.
+        out_dim: output width (``k * d_model`` for soft tokens).
+        hidden: hidden width of the MLP.
+
+    Raises:
+        SpirolmInputError: unknown spec, N < 1, or identity with mismatched widths.
+    """
+    if spec == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if spec == "identity":
+        if in_dim != out_dim:
+            raise SpirolmInputError(f"projector 'identity' needs input width {in_dim} == output width {out_dim}",
+                                    field="projector")
+        return nn.Identity()
+    match = _MLP_SPEC.match(spec)
+    if match is None or int(match.group(1)) < 1:
+        raise SpirolmInputError(f"unknown projector {spec!r}; use one of {', '.join(PROJECTOR_SPECS)}",
+                                field="projector")
+    depth = int(match.group(1))
+    if depth == 1:
+        return nn.Linear(in_dim, out_dim)
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden)]
+    for _ in range(depth - 2):
+        layers += [nn.GELU(), nn.Linear(hidden, hidden)]
+    layers += [nn.GELU(), nn.Linear(hidden, out_dim)]
+    return nn.Sequential(*layers)
+
+
+def embedding_norm(embedding: nn.Embedding) -> float:
+    """Mean L2 norm of the LLM's input-embedding rows (the target norm of soft tokens)."""
+    with torch.no_grad():
+        return float(embedding.weight.float().norm(dim=-1).mean())
+
+
+class SoftTokenProjector(nn.Module):
+    """``(B, in_dim)`` features -> ``(B, k, d_model)`` soft tokens scaled to the LLM's embedding norm.
+
+    Args:
+        in_dim: feature width (128 for the spirogram encoder).
+        d_model: the LLM's embedding width.
+        num_tokens: soft tokens ``k``.
+        spec: see :func:`build_mlp`.
+        target_norm: desired per-token L2 norm (see :func:`embedding_norm`).
+        hidden: MLP hidden width (default ``d_model``, as LLaVA).
+    """
+
+    def __init__(self, in_dim: int, d_model: int, num_tokens: int, spec: str = "mlp2x_gelu",
+                 target_norm: float | None = None, hidden: int | None = None) -> None:
+        super().__init__()
+        if num_tokens < 1:
+            raise SpirolmInputError(f"num_tokens must be >= 1, got {num_tokens}", field="num_soft_tokens")
+        self.in_dim, self.d_model, self.num_tokens, self.spec = in_dim, d_model, num_tokens, spec
+        self.mlp = build_mlp(spec, in_dim, num_tokens * d_model, hidden or d_model)
+        self.norm = nn.LayerNorm(d_model)
+        # LayerNorm output has norm ~sqrt(d); rescale to the LLM's token norm (a buffer, not trained).
+        scale = 1.0 if target_norm is None else target_norm / math.sqrt(d_model)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Soft tokens ``(B, k, d_model)`` from features ``(B, in_dim)``."""
+        if features.ndim != 2 or features.shape[1] != self.in_dim:
+            raise SpirolmInputError(f"projector expects features of shape (batch, {self.in_dim}), got "
+                                    f"{tuple(features.shape)}", field="embedding")
+        tokens = self.mlp(features).view(features.shape[0], self.num_tokens, self.d_model)  # (B, k, d)
+        return self.norm(tokens) * self.scale
+
+
+class SoftPrompt(nn.Module):
+    """A learnt, participant-independent soft prompt of ``n`` tokens (prompt tuning, Lester et al. 2021).
+
+    Initialised from randomly chosen rows of the LLM's vocabulary embedding (their recipe), seeded.
+    """
+
+    def __init__(self, embedding: nn.Embedding, num_tokens: int, seed: int = 0) -> None:
+        super().__init__()
+        if num_tokens < 1:
+            raise SpirolmInputError(f"soft prompt needs >= 1 token, got {num_tokens}", field="soft_prompt_tokens")
+        gen = torch.Generator().manual_seed(seed)
+        rows = torch.randint(0, embedding.weight.shape[0], (num_tokens,), generator=gen)
+        self.tokens = nn.Parameter(embedding.weight.detach()[rows].float().clone())
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """``(B, n, d_model)`` copies of the prompt."""
+        return self.tokens.unsqueeze(0).expand(batch_size, -1, -1)

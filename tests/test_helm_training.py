@@ -1,0 +1,104 @@
+"""HeLM training and the comparison rows on a tiny cohort with a tiny Llama (seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments.evaluation import ORACLE
+from experiments.features import EMBEDDING_COLUMNS
+from experiments.train_helm import (
+    ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig, helm_comparison, train_helm,
+)
+from llm_bridge.llm import load_llm
+from llm_bridge.model import HeLM
+from llm_bridge.tiny import build_tiny_llm
+from signals.errors import SpirolmInputError
+from tests.encoder_fixtures import build_tiny_cohort
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("helm")
+    cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
+    p = pd.read_parquet(cohort / "participants.parquet")
+    p = p[p["qc_status"] != "fail"]
+    rng = np.random.default_rng(0)
+    # embeddings that carry the labels (as a trained encoder's would) plus noise
+    y = np.stack([p["asthma"].fillna(0).to_numpy(float), p["copd"].fillna(0).to_numpy(float)], axis=1)
+    emb = rng.normal(0, 1, (len(p), 128)) + np.repeat(y, 64, axis=1) * 1.5
+    frame = pd.DataFrame(emb.astype(np.float32), columns=list(EMBEDDING_COLUMNS))
+    frame.insert(0, "eid", p["eid"].to_numpy())
+    return cohort, frame, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32)), root
+
+
+def test_train_text_spiro_learns_and_checkpoint_reloads(setup, tmp_path):
+    cohort, emb, llm, _ = setup
+    cfg = HeLMTrainConfig(max_epochs=3, batch_size=16, lr=5e-3, log_mlflow=True, seed=0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = train_helm(cohort, embeddings=emb, llm=llm, variant="text+spiro", out_dir=tmp_path, cfg=cfg,
+                     tracking_uri=uri)
+    assert run.method == ROW_TEXT_SPIRO and run.run_id is not None
+    assert set(run.scores.columns) == {"eid", "asthma", "copd"}
+    assert run.scores[["asthma", "copd"]].apply(lambda s: s.between(0, 1).all()).all()
+    assert run.best_val_auroc > 0.7  # the embeddings carry the labels; chance is 0.5
+    assert run.kv_store["participants"] > 0 and run.kv_store["hits"] > 0  # prefixes reused across epochs
+    helm = HeLM.load_checkpoint(run.checkpoint, llm)
+    assert helm.cfg.variant == "text+spiro"
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    assert client.get_run(run.run_id).data.params["llm.weights_hash"] == llm.identity.weights_hash
+
+
+def test_comparison_rows_share_participants_and_oracle(setup, tmp_path):
+    cohort, emb, llm, _ = setup
+    cfg = HeLMTrainConfig(max_epochs=1, batch_size=16, log_mlflow=False, few_shot_k=2)
+    result = helm_comparison(cohort, embeddings=emb, llm=llm, rows=(ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO),
+                             out_dir=tmp_path, cfg=cfg, n_bootstrap=50)
+    table = result.comparison.to_frame()
+    assert {ORACLE, ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO} <= set(table["method"])
+    assert table.groupby("trait")["n"].nunique().eq(1).all()  # same participants in every row
+    assert (tmp_path / "helm_results.md").exists()
+
+
+def test_spiro_variant_without_embeddings_is_refused(setup, tmp_path):
+    cohort, _, llm, _ = setup
+    with pytest.raises(SpirolmInputError, match="needs spirogram embeddings"):
+        train_helm(cohort, llm=llm, variant="text+spiro", out_dir=tmp_path, cfg=HeLMTrainConfig(log_mlflow=False))
+
+
+def test_nan_embeddings_file_is_refused(setup, tmp_path):
+    cohort, emb, llm, _ = setup
+    bad = emb.copy()
+    bad.iloc[3, 5] = np.nan
+    path = tmp_path / "emb.parquet"
+    bad.to_parquet(path)
+    with pytest.raises(SpirolmInputError, match="non-finite") as err:
+        train_helm(cohort, embeddings=path, llm=llm, out_dir=tmp_path, cfg=HeLMTrainConfig(log_mlflow=False))
+    assert str(bad["eid"].iloc[3]) in str(err.value)
+
+
+def test_cli_train_and_chat(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from experiments.cli_helm import app
+
+    cohort, emb, llm, root = setup
+    emb_path = tmp_path / "emb.parquet"
+    emb.to_parquet(emb_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-helm", "--cohort", str(cohort), "--embeddings", str(emb_path), "--llm",
+                              str(root / "llm"), "--out", str(tmp_path / "out"), "--epochs", "1", "--max-eval", "10"],
+                        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+    assert res.exit_code == 0, res.output
+    ckpt = next((tmp_path / "out").rglob("helm.pt"))
+    eid = int(emb["eid"].iloc[0])
+    res = runner.invoke(app, ["chat", "Is the lung function normal?", "--cohort", str(cohort), "--eid", str(eid),
+                              "--llm", str(root / "llm"), "--checkpoint", str(ckpt), "--embeddings", str(emb_path),
+                              "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
