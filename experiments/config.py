@@ -53,6 +53,24 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class EncoderSettings:
+    """Spirogram encoder training (``experiments/configs/encoder.yaml`` profile + ``key.path=value`` overrides)."""
+
+    __pydantic_config__ = _STRICT
+    enabled: bool = True
+    profile: str = "default"
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The main job's comparison of every model on the test split."""
+
+    __pydantic_config__ = _STRICT
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
 class BaselinesSettings:
     """Tabular baselines (``experiments.baselines``) run by the main job."""
 
@@ -72,7 +90,9 @@ class RunConfig:
     cohort: CohortConfig = field(default_factory=CohortConfig)
     qc: QCSettings = field(default_factory=QCSettings)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     baselines: BaselinesSettings = field(default_factory=BaselinesSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
