@@ -41,7 +41,7 @@ def measure(n: int, stage: str, workdir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20000, 60000])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cohort.json"))
     args = ap.parse_args()
     rows = []

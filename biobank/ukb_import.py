@@ -127,7 +127,7 @@ def import_ukb_export(
     qc_config: QCConfig = QCConfig(),
     phenotypes: str | Path | PhenotypeSpec | None = None,
     split_seed: int = 0,
-    chunksize: int = 20000,
+    chunksize: int = 5000,
     progress: bool = True,
     qc_instance: int = 0,
     workers: int = 1,

@@ -104,17 +104,19 @@ class RunConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` laid over ``base``, recursively for nested mappings (neither is modified)."""
     out = copy.deepcopy(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
     return out
 
 
-def _parse_yaml(text: str, label: str) -> dict[str, Any]:
+def parse_yaml_mapping(text: str, label: str) -> dict[str, Any]:
+    """Parse YAML text that must be a mapping; errors name ``label`` (a file or profile)."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -129,7 +131,7 @@ def _read_yaml_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise SpirolmInputError(f"cannot read config: {exc.strerror}", file=path) from None
-    return _parse_yaml(text, str(path))
+    return parse_yaml_mapping(text, str(path))
 
 
 def load_run_config(profile: str = "default", config_file: Path | None = None) -> RunConfig:
@@ -142,10 +144,10 @@ def load_run_config(profile: str = "default", config_file: Path | None = None) -
     if profile not in PROFILES:
         raise SpirolmInputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     res = resources.files("experiments") / "configs" / f"run_{profile}.yaml"
-    data = _parse_yaml(res.read_text(), f"profile {profile}")
+    data = parse_yaml_mapping(res.read_text(), f"profile {profile}")
     label = f"profile {profile}"
     if config_file is not None:
-        data = _deep_merge(data, _read_yaml_file(Path(config_file)))
+        data = deep_merge(data, _read_yaml_file(Path(config_file)))
         label = str(config_file)
     try:
         return TypeAdapter(RunConfig).validate_python(data)

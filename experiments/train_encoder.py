@@ -17,7 +17,6 @@ Library functions (the CLI in ``experiments/cli_encoder.py`` is a thin wrapper):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -43,6 +42,7 @@ from tqdm.auto import tqdm
 from experiments.encoder_data import EncoderDataModule, build_curves, check_best_blow_coverage, iter_best_blows, read_participants
 from experiments.encoder_module import EncoderModule
 from signals.encoder import EncoderConfig, SpiroEncoder
+from experiments.config import deep_merge, parse_yaml_mapping
 from signals.errors import SpirolmInputError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class ModelSection:
     """Architecture knobs; see :class:`signals.encoder.EncoderConfig` (traits come from the data)."""
 
     __pydantic_config__ = _STRICT
-    channels: tuple[Literal["flow_volume", "volume_time"], ...] = ("flow_volume",)
+    channels: tuple[str, ...] = ("flow_volume",)  # names/order checked by EncoderConfig (KNOWN_CHANNELS)
     stem_filters: tuple[int, int, int] = (32, 32, 64)
     stage_filters: tuple[int, ...] = (64, 128, 256, 512)
     blocks_per_stage: int = 2
@@ -139,23 +139,6 @@ class TrainEncoderConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _yaml_mapping(text: str, label: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SpirolmInputError(f"cannot parse config: {exc}", file=label) from None
-    if not isinstance(data, dict):
-        raise SpirolmInputError("config must be a YAML mapping", file=label)
-    return data
-
-
 def parse_override(text: str) -> dict[str, Any]:
     """``"trainer.max_epochs=3"`` -> ``{"trainer": {"max_epochs": 3}}`` (value parsed as YAML)."""
     key, sep, raw = text.partition("=")
@@ -180,11 +163,11 @@ def load_train_config(
         SpirolmInputError: unknown profile, unreadable file, unknown key or wrong type (naming the
             file and the key path, e.g. ``trainer.max_epochs``).
     """
-    base = _yaml_mapping((resources.files("experiments") / "configs" / "encoder.yaml").read_text(), "encoder.yaml")
+    base = parse_yaml_mapping((resources.files("experiments") / "configs" / "encoder.yaml").read_text(), "encoder.yaml")
     profiles = base.pop("profiles", {})
     if profile not in profiles:
         raise SpirolmInputError(f"unknown encoder profile {profile!r}; choose one of {', '.join(profiles)}", field="profile")
-    data = _deep_merge(base, profiles[profile] or {})
+    data = deep_merge(base, profiles[profile] or {})
     label = f"encoder.yaml (profile {profile})"
     if config_file is not None:
         path = Path(config_file)
@@ -192,10 +175,10 @@ def load_train_config(
             text = path.read_text()
         except OSError as exc:
             raise SpirolmInputError(f"cannot read config: {exc.strerror}", file=path) from None
-        data = _deep_merge(data, _yaml_mapping(text, str(path)))
+        data = deep_merge(data, parse_yaml_mapping(text, str(path)))
         label = str(path)
     for item in overrides:
-        data = _deep_merge(data, parse_override(item))
+        data = deep_merge(data, parse_override(item))
     try:
         return TypeAdapter(TrainEncoderConfig).validate_python(data)
     except ValidationError as exc:

@@ -17,6 +17,15 @@ Two families live here, on purpose kept apart:
 
   The same ``n_points`` sets both the time window and the volume grid, as in ML-based COPD.
 
+* **spirolm's extension** (:func:`flow_volume_norm_curve`, channel ``"flow_volume_norm"``): a
+  *shape* channel that ML-based COPD does not have. Flow from the 80 ms centred difference
+  (:func:`flow_centred`) divided by the blow's PEF, on an even grid of volume / FVC in [0, 1], over the
+  whole blow (not only the first 10 s). Why: the one-sample flow of integer-mL volumes is quantised in
+  0.1 L/s steps, which at the low flows of the late limb (0.2-1 L/s) swamps the curve's shape, and
+  the absolute-volume grid puts a small and a large lung's late limbs at different positions. Dividing
+  by PEF and FVC removes size (a blow scaled x2 in volume gives the same curve), so the channel carries
+  shape only - e.g. the late-limb concavity of asthma - while ``flow_volume`` keeps size and PEF.
+
 Every public function validates its input with :func:`validate_volume_ml` so that a bad blow fails
 with a :class:`~signals.errors.SpirolmInputError` naming the participant and field instead of a
 NumPy traceback (or, worse, a curve of NaNs).
@@ -40,8 +49,13 @@ N_POINTS = 1000
 MAX_VOLUME_L = 6.58
 """Upper end of the ML-based COPD flow-volume grid (litres)."""
 
-CHANNELS = ("flow_volume", "volume_time")
-"""Channel names understood by :func:`curves_batch`."""
+CHANNELS = ("flow_volume", "flow_volume_norm", "volume_time")
+"""Channel names understood by :func:`curves_batch` (``flow_volume`` is ML-based COPD's input,
+``flow_volume_norm`` spirolm's size-free shape channel, ``volume_time`` the 10 s volume-time curve)."""
+
+PEF_HALF_WIDTH = 4
+"""Half-width (samples) of the centred difference behind ``flow_volume_norm``: 80 ms, as PEF in
+:mod:`signals.measures` (ATS/ERS; UKB GRS QC re-derivation)."""
 
 _CHUNK_ROWS = 512
 """Rows per vectorised chunk in :func:`curves_batch`: large enough to amortise NumPy call overhead,
@@ -224,6 +238,42 @@ def flow_volume_curve(
     return fv.astype(np.float32)
 
 
+def flow_volume_norm_curve(
+    volume_ml: object,
+    n_points: int = N_POINTS,
+    *,
+    eid: object | None = None,
+    field: str | None = None,
+) -> np.ndarray:
+    """spirolm's shape channel: flow / PEF on an even grid of volume / FVC in [0, 1].
+
+    Why: see the module docstring - a size-free, low-noise view of the curve's shape, so that a small
+    CNN sees the late-limb concavity that FEV1, FVC, FEV1/FVC and PEF do not reveal. Steps:
+
+    1. flow = 80 ms centred difference (:func:`flow_centred`, ``h = 4``) of the **whole** blow;
+    2. PEF = its maximum; FVC = the maximum volume; volume made monotone with ``np.maximum.accumulate``
+       (``np.interp`` needs non-decreasing ``xp``);
+    3. ``np.interp(linspace(0, 1, n_points), monotone_volume / FVC, flow / PEF)``.
+
+    Values are in (-inf, 1]: 1 at the peak (when it falls on a grid point), about 0 at FVC; only a
+    blow whose volume drops (a leak, a non-monotone artefact) has negative flow.
+
+    Args:
+        volume_ml: cumulative volume in mL at 100 Hz.
+        n_points: grid size over volume / FVC = 0..1.
+        eid, field: forwarded to error messages.
+
+    Returns:
+        float32 array of shape ``(n_points,)``.
+
+    Raises:
+        SpirolmInputError: invalid series (:func:`validate_volume_ml`) or a blow without exhaled
+            volume (FVC or PEF not positive), which has no shape to normalise.
+    """
+    vol = validate_volume_ml(volume_ml, eid=eid, field=field)
+    return _flow_volume_norm_rows([vol], n_points, eids=[eid], field=field)[0]
+
+
 def curves_batch(
     volumes: Sequence[object],
     channels: Sequence[str] = ("flow_volume",),
@@ -242,8 +292,8 @@ def curves_batch(
     Args:
         volumes: blows, each a 1-D cumulative volume series in mL at 100 Hz (ragged lengths).
         channels: which curves to stack, in this order: any of ``"flow_volume"``,
-            ``"volume_time"`` without repeats (the encoder uses ``("flow_volume",)`` or
-            ``("flow_volume", "volume_time")``).
+            ``"flow_volume_norm"``, ``"volume_time"`` without repeats (the encoder stacks a subset
+            of :data:`CHANNELS` in that order, ``flow_volume`` first).
         n_points: curve length (and time window), 1000 as in ML-based COPD.
         max_volume_l: flow-volume grid upper end in litres.
         eids: optional participant id per blow, so an error names the participant.
@@ -253,8 +303,9 @@ def curves_batch(
         float32 array of shape ``(len(volumes), len(channels), n_points)``.
 
     Raises:
-        SpirolmInputError: a blow fails :func:`validate_volume_ml` (the message names its batch
-            position and, when given, its eid).
+        SpirolmInputError: a blow fails :func:`validate_volume_ml`, or has no exhaled volume when
+            ``flow_volume_norm`` is asked for (the message names its batch position and, when
+            given, its eid).
         ValueError: unknown or repeated channel names, ``eids`` of the wrong length.
     """
     channels = tuple(channels)
@@ -267,34 +318,52 @@ def curves_batch(
     grid = np.linspace(0.0, max_volume_l, n_points)
     for start in range(0, len(volumes), _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, len(volumes))
-        vol_l = (_pack_chunk(volumes, start, stop, n_points, eids, field) * 0.001).astype(np.float32)
+        blows = _validate_chunk(volumes, start, stop, eids, field)
+        chunk_eids = [None] * len(blows) if eids is None else list(eids[start:stop])
+        vol_l = (_pad_rows(blows, n_points) * 0.001).astype(np.float32)
         for c, name in enumerate(channels):
             if name == "volume_time":
                 out[start:stop, c] = vol_l
-            else:
+            elif name == "flow_volume":
                 out[start:stop, c] = _flow_volume_rows(vol_l, grid)
+            else:
+                out[start:stop, c] = _flow_volume_norm_rows(
+                    blows, n_points, eids=chunk_eids, field=field, first=start
+                )
     return out
 
 
-def _pack_chunk(
+def _where(i: int | None, eid: object | None) -> str:
+    """Error-message prefix locating a blow in a batch."""
+    if i is None:
+        return ""
+    return f"blow {i} of the batch: " if eid is None else f"blow {i} of the batch (participant {eid}): "
+
+
+def _validate_chunk(
     volumes: Sequence[object],
     start: int,
     stop: int,
-    n_points: int,
     eids: Sequence[object] | None,
     field: str | None,
-) -> np.ndarray:
-    """Validate blows ``start:stop`` and pack them into a ``(rows, n_points)`` float64 mL array,
-    truncated / right-padded with the last kept value."""
-    packed = np.empty((stop - start, n_points), dtype=np.float64)
-    for row, i in enumerate(range(start, stop)):
+) -> list[np.ndarray]:
+    """Validate blows ``start:stop`` (float64 mL copies); an error names the batch position."""
+    out = []
+    for i in range(start, stop):
         eid = eids[i] if eids is not None else None
-        where = f"blow {i} of the batch" if eid is None else f"blow {i} of the batch (participant {eid})"
         try:
-            vol = validate_volume_ml(volumes[i], eid=eid, field=field)
+            out.append(validate_volume_ml(volumes[i], eid=eid, field=field))
         except SpirolmInputError as err:
-            raise SpirolmInputError(f"{where}: {err.problem}", eid=eid, field=field) from None
-        k = min(vol.size, n_points)
+            raise SpirolmInputError(f"{_where(i, eid)}{err.problem}", eid=eid, field=field) from None
+    return out
+
+
+def _pad_rows(blows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Pack validated blows into a ``(rows, width)`` float64 mL array, truncated / right-padded
+    with the last kept value (the participant has stopped exhaling, so volume stays put)."""
+    packed = np.empty((len(blows), width), dtype=np.float64)
+    for row, vol in enumerate(blows):
+        k = min(vol.size, width)
         packed[row, :k] = vol[:k]
         packed[row, k:] = vol[k - 1]
     return packed
@@ -312,4 +381,58 @@ def _flow_volume_rows(vol_l: np.ndarray, grid: np.ndarray) -> np.ndarray:
     out = np.empty(vol_l.shape, dtype=np.float32)
     for r in range(vol_l.shape[0]):
         out[r] = np.interp(grid, mono[r], flow_rows[r], left=0, right=0)
+    return out
+
+
+def _flow_volume_norm_rows(
+    blows: Sequence[np.ndarray],
+    n_points: int,
+    *,
+    eids: Sequence[object | None],
+    field: str | None,
+    first: int | None = None,
+) -> np.ndarray:
+    """``flow_volume_norm`` curves of validated float64 mL blows (whole blows, ragged lengths).
+
+    Rows are right-padded with their last volume to the longest blow: the centred difference pads
+    with the edge value too, so a padded row's flow equals :func:`flow_centred` of the blow over its
+    real samples; the padded samples then copy the last real sample's flow, so they sit at
+    volume / FVC = 1 with the value the single-blow curve has there. Only ``np.interp`` runs per row.
+
+    Args:
+        blows: validated blows (mL).
+        n_points: grid size over volume / FVC in [0, 1].
+        eids: participant id per blow (``None`` entries allowed), for error messages.
+        field: field name for error messages.
+        first: batch position of ``blows[0]`` (error messages), ``None`` outside a batch.
+    """
+    h = PEF_HALF_WIDTH
+    lengths = np.array([b.size for b in blows])
+    vol = _pad_rows(blows, int(lengths.max()))
+    padded = np.pad(vol, ((0, 0), (h, h)), mode="edge")
+    window_ms = 2 * h * 1000.0 / SAMPLE_RATE_HZ
+    flow_l_s = (padded[:, 2 * h :] - padded[:, : -2 * h]) / window_ms  # mL / ms = L / s
+    # Padding samples repeat the blow's last sample (flow included), so they neither add a PEF nor
+    # change the interpolation at volume / FVC = 1: the curve equals the single-blow one exactly.
+    rows = np.arange(vol.shape[0])
+    past_end = np.arange(vol.shape[1])[None, :] >= lengths[:, None]
+    flow_l_s = np.where(past_end, flow_l_s[rows, lengths - 1][:, None], flow_l_s)
+    mono = np.maximum.accumulate(vol, axis=1)
+    fvc_ml = mono[:, -1]
+    pef = flow_l_s.max(axis=1)
+    bad = np.flatnonzero((fvc_ml <= 0) | (pef <= 0))
+    if bad.size:
+        r = int(bad[0])
+        pos = None if first is None else first + r
+        raise SpirolmInputError(
+            f"{_where(pos, eids[r])}blow has no exhaled volume (max volume {fvc_ml[r]:g} mL, "
+            f"PEF {pef[r]:g} L/s), so flow/PEF over volume/FVC is undefined",
+            eid=eids[r], field=field,
+        )
+    x = mono / fvc_ml[:, None]
+    y = flow_l_s / pef[:, None]
+    grid = np.linspace(0.0, 1.0, n_points)
+    out = np.empty((vol.shape[0], n_points), dtype=np.float32)
+    for r in range(vol.shape[0]):
+        out[r] = np.interp(grid, x[r], y[r])
     return out

@@ -30,10 +30,14 @@ from torch.nn import functional as F
 from signals.errors import SpirolmInputError
 
 CURVE_POINTS = 1000
-"""Samples per curve: 1000 points on 0-6.58 L (flow-volume) or 10 s at 100 Hz (volume-time)."""
+"""Samples per curve: 1000 points on 0-6.58 L (flow-volume), on volume/FVC 0-1 (normalised
+flow-volume) or 10 s at 100 Hz (volume-time)."""
 
-KNOWN_CHANNELS = ("flow_volume", "volume_time")
-"""Curve channels ``signals.curves.curves_batch`` can build, in the order it stacks them."""
+KNOWN_CHANNELS = ("flow_volume", "flow_volume_norm", "volume_time")
+"""Curve channels ``signals.curves.curves_batch`` can build (``signals.curves.CHANNELS``), in the
+order the encoder stacks them: ML-based COPD's flow-volume first, then spirolm's size-free shape
+channel (flow/PEF over volume/FVC), then the volume-time curve. Adding a channel does not change what
+an existing state_dict means, so ``ARCH_VERSION`` stays."""
 
 ARCH_VERSION = "spirolm-resnet18d-1d/v1"
 """Bumped whenever the code below changes what a state_dict means, so old files are refused."""
@@ -95,7 +99,7 @@ class EncoderConfig:
 
     @property
     def in_channels(self) -> int:
-        """Number of input channels (1 for flow-volume only, 2 with the volume-time curve)."""
+        """Number of input channels (one per entry of :attr:`channels`)."""
         return len(self.channels)
 
     def scaled(self, filters: int) -> int:

@@ -21,6 +21,8 @@ from signals.encoder import (
 from signals.errors import SpirolmInputError
 
 TWO = ("flow_volume", "volume_time")
+NORM = ("flow_volume", "flow_volume_norm")  # the CPU default profile's channels
+ALL = ("flow_volume", "flow_volume_norm", "volume_time")
 
 
 class ArbitraryObject:
@@ -32,7 +34,7 @@ def _net(seed: int = 0, **kw) -> SpiroEncoder:
     return SpiroEncoder(EncoderConfig(**kw))
 
 
-@pytest.mark.parametrize("channels", [("flow_volume",), TWO])
+@pytest.mark.parametrize("channels", [("flow_volume",), TWO, NORM, ALL])
 @pytest.mark.parametrize("width", [0.25, 0.5, 1.0])
 def test_forward_shapes(channels: tuple[str, ...], width: float) -> None:
     net = _net(channels=channels, width_multiplier=width, traits=("asthma", "copd", "other"))
@@ -117,11 +119,24 @@ def test_bad_curves_name_the_participant() -> None:
         _net().encode(torch.zeros(2, 2, 1000))
 
 
+def test_known_channels_are_the_curve_channels() -> None:
+    """The encoder accepts exactly what ``signals.curves.curves_batch`` builds, ML-based COPD's
+    flow-volume first (an exported encoder's channel 0 means the same in every profile)."""
+    from signals.curves import CHANNELS
+    from signals.encoder import KNOWN_CHANNELS
+
+    assert KNOWN_CHANNELS == CHANNELS and KNOWN_CHANNELS[0] == "flow_volume"
+
+
 def test_config_refuses_bad_values() -> None:
     with pytest.raises(SpirolmInputError, match="channels"):
         EncoderConfig(channels=("volume_time", "flow_volume"))
     with pytest.raises(SpirolmInputError, match="channels"):
         EncoderConfig(channels=("flow",))
+    with pytest.raises(SpirolmInputError, match="in that order"):  # flow_volume stays channel 0
+        EncoderConfig(channels=("flow_volume_norm", "flow_volume"))
+    with pytest.raises(SpirolmInputError, match="in that order"):
+        EncoderConfig(channels=("flow_volume", "volume_time", "flow_volume_norm"))
     with pytest.raises(SpirolmInputError, match="unknown encoder config keys"):
         EncoderConfig.from_dict({"widht_multiplier": 0.5})
     cfg = EncoderConfig(channels=TWO, width_multiplier=0.5)
@@ -132,6 +147,7 @@ def test_fingerprint_tracks_architecture() -> None:
     assert _net(0).fingerprint() == _net(1).fingerprint()  # weights do not matter
     assert _net(width_multiplier=0.5).fingerprint() != _net().fingerprint()
     assert _net(channels=TWO).fingerprint() != _net().fingerprint()
+    assert _net(channels=NORM).fingerprint() not in {_net(channels=TWO).fingerprint(), _net().fingerprint()}
 
 
 def test_export_round_trip(tmp_path) -> None:

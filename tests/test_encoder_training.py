@@ -119,8 +119,8 @@ def test_embed_writes_one_row_per_qc_passing_participant(trained, cohort, tmp_pa
     assert emb["eid"].is_unique and set(emb["eid"]) == qc_passing_eids(cohort)
     assert (emb.dtypes.iloc[1:] == np.float32).all() and np.isfinite(emb.iloc[:, 1:].to_numpy()).all()
     # Same numbers as encoding the training table directly (batching/streaming does not change them).
-    table = load_curve_table(cohort)
     net = load_encoder(result.model_path)
+    table = load_curve_table(cohort, net.cfg.channels)
     with torch.no_grad():
         direct = net.encode(torch.from_numpy(table.curves)).numpy()
     got = emb.set_index("eid").loc[table.eids].to_numpy()

@@ -13,6 +13,7 @@ from signals.curves import (
     flow,
     flow_centred,
     flow_volume_curve,
+    flow_volume_norm_curve,
     validate_volume_ml,
     volume_time,
     volume_time_curve,
@@ -78,7 +79,7 @@ def test_invalid_series_raise_with_participant_and_field(value: object, message:
 
 
 @pytest.mark.parametrize(
-    "func", [volume_time, flow, flow_centred, flow_volume_curve, volume_time_curve]
+    "func", [volume_time, flow, flow_centred, flow_volume_curve, flow_volume_norm_curve, volume_time_curve]
 )
 def test_every_curve_function_validates(func) -> None:
     with pytest.raises(SpirolmInputError, match="participant 7"):
@@ -153,14 +154,25 @@ def test_volume_time_curve_pads_with_last_value_and_truncates() -> None:
 
 
 @pytest.mark.parametrize(
-    "channels", [("flow_volume",), ("flow_volume", "volume_time"), ("volume_time", "flow_volume")]
+    "channels",
+    [
+        ("flow_volume",),
+        ("flow_volume", "volume_time"),
+        ("volume_time", "flow_volume"),
+        ("flow_volume", "flow_volume_norm"),
+        ("flow_volume_norm", "volume_time", "flow_volume"),
+    ],
 )
 def test_batch_equals_per_blow_functions(channels: tuple[str, ...], monkeypatch) -> None:
     monkeypatch.setattr(curves, "_CHUNK_ROWS", 7)  # several chunks, one partial
     blows = random_blows(23, seed=2) + [DEMO]
     out = curves_batch(blows, channels=channels)
     assert out.shape == (24, len(channels), 1000) and out.dtype == np.float32
-    per_blow = {"flow_volume": flow_volume_curve, "volume_time": volume_time_curve}
+    per_blow = {
+        "flow_volume": flow_volume_curve,
+        "flow_volume_norm": flow_volume_norm_curve,
+        "volume_time": volume_time_curve,
+    }
     for c, name in enumerate(channels):
         expected = np.stack([per_blow[name](b) for b in blows])
         np.testing.assert_array_equal(out[:, c], expected)
@@ -183,7 +195,9 @@ def test_batch_error_names_position_and_participant() -> None:
     assert "non-finite" in msg
 
 
-@pytest.mark.parametrize("channels", [(), ("flow",), ("flow_volume", "flow_volume")])
+@pytest.mark.parametrize(
+    "channels", [(), ("flow",), ("flow_volume", "flow_volume"), ("flow_volume_norm", "flow_volume_norm")]
+)
 def test_batch_rejects_bad_channels(channels: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="channels"):
         curves_batch([DEMO], channels=channels)
@@ -192,3 +206,83 @@ def test_batch_rejects_bad_channels(channels: tuple[str, ...]) -> None:
 def test_batch_rejects_eids_of_wrong_length() -> None:
     with pytest.raises(ValueError, match="eids"):
         curves_batch([DEMO, DEMO], eids=[1])
+
+
+# --- spirolm's normalised flow-volume channel ------------------------------------------------
+
+
+def norm_reference(series: np.ndarray, n_points: int = 1000) -> np.ndarray:
+    """Independent oracle for ``flow_volume_norm``, written from its definition, one step a line."""
+    f = flow_centred(series)  # 80 ms centred difference, L/s, whole blow
+    volume = np.maximum.accumulate(np.asarray(series, dtype=float))
+    return np.interp(np.linspace(0, 1, n_points), volume / volume.max(), f / f.max())
+
+
+def test_norm_curve_matches_its_definition_on_demo_and_random_blows() -> None:
+    for blow in [DEMO, *random_blows(20, seed=4)]:
+        got = flow_volume_norm_curve(blow)
+        assert got.dtype == np.float32 and got.shape == (1000,)
+        np.testing.assert_allclose(got, norm_reference(blow), rtol=0, atol=1e-6)
+    assert flow_volume_norm_curve(DEMO, n_points=64).shape == (64,)
+
+
+def test_norm_curve_shape_and_range_on_demo() -> None:
+    c = flow_volume_norm_curve(DEMO)
+    # Peak flow / PEF = 1 exactly at the grid point nearest the peak, within one grid step's change.
+    assert 0.98 < c.max() <= 1.0
+    # Demo PEF is reached at ~12 % of FVC (early peak, as in a good effort).
+    assert 0.05 < np.argmax(c) / 999 < 0.2
+    # Near FVC flow has fallen to a few % of PEF; the blow is monotone up to sensor noise.
+    assert abs(c[-1]) < 0.02 and c.min() > -0.01
+    # Descending limb: flow at 25/50/75 % FVC decreases (MEF75 > MEF50 > MEF25 ordering).
+    assert c[250] > c[500] > c[750] > 0
+
+
+def test_norm_curve_uses_whole_blow_not_first_10_s() -> None:
+    # The demo lasts 12.2 s; truncating it at 10 s would move FVC and change the curve.
+    assert DEMO.size > 1000
+    assert not np.allclose(flow_volume_norm_curve(DEMO), flow_volume_norm_curve(DEMO[:1000]), atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.5, 3.0])
+def test_norm_curve_is_scale_invariant(scale: float) -> None:
+    """A blow scaled in volume (a bigger/smaller lung, same shape) gives the same normalised curve,
+    while ML-based COPD's absolute curve changes."""
+    base = DEMO.astype(np.float64)
+    np.testing.assert_allclose(flow_volume_norm_curve(base * scale), flow_volume_norm_curve(base), atol=1e-6)
+    assert not np.allclose(flow_volume_curve(base * scale), flow_volume_curve(base), atol=1e-3)
+
+
+def test_norm_curve_separates_shapes_a_scalar_misses() -> None:
+    """Two blows with equal FVC and PEF but different late-limb concavity give different curves
+    (the asthma signal of the synthetic cohort)."""
+    x = np.linspace(0, 1, 400)
+
+    def blow(late: float) -> np.ndarray:
+        g = (1 - x) / (1 + late * np.clip((x - 0.45) / 0.55, 0, 1) ** 2)
+        t = np.concatenate(([0.0], np.cumsum(np.diff(x) / np.maximum(g[1:], 1e-3)))) * 0.08
+        return np.interp(np.arange(0, t[-1], 0.01), t, x * 4000.0)
+
+    plain, concave = flow_volume_norm_curve(blow(0.0)), flow_volume_norm_curve(blow(2.0))
+    assert np.abs(plain[:400] - concave[:400]).max() < 0.02  # before the late limb: equal
+    assert (plain[600:950] - concave[600:950]).min() > 0.02  # late limb: concave flow is lower
+
+
+@pytest.mark.parametrize(
+    "series", [np.zeros(50), np.full(30, 250.0)], ids=["all-zero", "constant"]
+)
+def test_norm_curve_rejects_blow_without_exhaled_volume(series: np.ndarray) -> None:
+    with pytest.raises(SpirolmInputError, match="no exhaled volume") as info:
+        flow_volume_norm_curve(series, eid=9, field="3066-0.0")
+    assert "participant 9" in str(info.value) and "field 3066-0.0" in str(info.value)
+
+
+def test_norm_batch_error_names_position_and_participant() -> None:
+    blows = random_blows(5, seed=5)
+    blows[3] = np.zeros(40, dtype=np.int32)
+    with pytest.raises(SpirolmInputError) as info:
+        curves_batch(blows, channels=("flow_volume", "flow_volume_norm"), eids=[1, 2, 3, 4, 5], field="volume_ml")
+    msg = str(info.value)
+    assert "blow 3 of the batch (participant 4)" in msg and "no exhaled volume" in msg
+    # The ML-based COPD channel alone accepts the same batch (an all-zero curve, as the paper's code).
+    assert np.all(curves_batch(blows, channels=("flow_volume",))[3] == 0)
