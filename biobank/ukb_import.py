@@ -257,7 +257,7 @@ def _iter_csv(path: Path, columns: list[str], chunksize: int) -> Iterator[pd.Dat
         return "error"
 
     # use_threads=False: row numbers in parse errors (pyarrow only numbers rows when single-threaded).
-    reader_opts = pacsv.ReadOptions(block_size=1 << 26, use_threads=False, encoding="utf8")
+    reader_opts = pacsv.ReadOptions(block_size=1 << 22, use_threads=False, encoding="utf8")
     convert = pacsv.ConvertOptions(column_types={c: pyarrow.string() for c in columns},
                                    strings_can_be_null=True)
     parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_bad_row)
