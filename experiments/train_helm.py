@@ -274,11 +274,18 @@ def untrained_text_scores(llm: LoadedLLM, participants: pd.DataFrame, helm_cfg: 
                           seed: int = 0, batch_size: int = 32) -> pd.DataFrame:
     """Zero-shot (``few_shot_k=0``) or few-shot text-only risks of the test split, one trait at a time.
 
-    Few-shot prompts differ per trait (their examples carry that trait's answers), so each trait is a
+    Zero-shot scores every trait from one shared text prefix per participant (one pass). Few-shot
+    prompts differ per trait (their examples carry that trait's answers), so each trait is a
     separate pass; the balanced examples come from the train split and never from the test split.
     """
     test = participants[participants["split"] == "test"].reset_index(drop=True)
     out = pd.DataFrame({"eid": test["eid"].to_numpy()})
+    if not few_shot_k:
+        helm = HeLM(llm, replace(helm_cfg, variant="text", soft_prompt_tokens=0))
+        scored = score_table(helm, build_table(helm, test), batch_size, desc="zero-shot")
+        for trait in helm_cfg.traits:
+            out[trait] = scored[trait].to_numpy()
+        return out
     for trait in helm_cfg.traits:
         helm = HeLM(llm, replace(helm_cfg, variant="text", soft_prompt_tokens=0, traits=(trait,)))
         examples = ""

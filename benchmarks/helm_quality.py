@@ -1,0 +1,155 @@
+"""Benchmark: HeLM quality on a finished main-job run directory (issue 5's bar), under a CPU budget.
+
+Why a benchmark and not a test: it runs the real SmolLM2-135M-Instruct over hundreds of
+participants (minutes on 2 CPU cores). It runs the main job's HeLM stage
+(:func:`experiments.helm_stage.helm_stage_scores`) on ``<run>/cohort`` with the encoder stage's
+``<run>/encoder/embeddings.parquet``, then evaluates, with the one shared harness
+(:func:`experiments.evaluation.compare_methods`: oracle row, seeded paired bootstrap), every HeLM
+row next to the baselines (``<run>/baselines/predictions_test.parquet``) and the encoder
+(``<run>/encoder/predictions.parquet``, test split) - all restricted to the same seeded test
+subsample the HeLM rows scored.
+
+The bar (issue 5), per trait: HeLM text+spirogram AUROC >= the best baseline's lower 95% CI bound,
+and >= oracle AUROC - 0.03.
+
+    python benchmarks/helm_quality.py --run runs/default
+    python benchmarks/helm_quality.py --run runs/default --rows helm:text-zero-shot helm:text-few-shot \\
+        helm:text+spiro --max-train 512 --epochs 3 --max-eval 300
+
+Writes ``benchmarks/results/helm_quality.json`` and ``.md`` (``--out`` changes the stem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from experiments.evaluation import ComparisonResult, compare_methods
+from experiments.helm_stage import HeLMStageSettings, helm_stage_scores, restrict_to_eids
+from experiments.train_helm import ROW_TEXT_SPIRO
+from signals.errors import SpirolmInputError
+
+OUT = Path(__file__).resolve().parent / "results" / "helm_quality"
+ORACLE_MARGIN = 0.03
+ENCODER = "encoder (spirogram only)"
+
+
+def other_methods(run: Path, traits: list[str]) -> dict[str, pd.DataFrame]:
+    """Baseline and encoder test risks of a finished run (as the main job's evaluation reads them)."""
+    methods: dict[str, pd.DataFrame] = {}
+    base = run / "baselines" / "predictions_test.parquet"
+    if base.exists():
+        wide = pd.read_parquet(base)
+        for col in wide.columns.drop("eid"):
+            trait, method = col.split("__", 1)
+            methods.setdefault(method, wide[["eid"]].copy())[trait] = wide[col].to_numpy()
+    enc = run / "encoder" / "predictions.parquet"
+    if enc.exists():
+        e = pd.read_parquet(enc)
+        e = e[e["split"] == "test"]
+        cols = {f"risk_{t}": t for t in traits if f"risk_{t}" in e.columns}
+        methods[ENCODER] = e[["eid", *cols]].rename(columns=cols).reset_index(drop=True)
+    return methods
+
+
+def bar_checks(result: ComparisonResult, baselines: list[str], row: str = ROW_TEXT_SPIRO) -> list[dict]:
+    """Issue 5's two conditions per trait, with the numbers they compare."""
+    checks = []
+    for trait in result.traits:
+        helm = result.metrics.get((row, trait))
+        if helm is None:
+            continue
+        best = max((b for b in baselines if (b, trait) in result.metrics), key=lambda b: result.metrics[(b, trait)].auroc,
+                   default=None)
+        oracle = result.oracle_auroc(trait)
+        lo = result.metrics[(best, trait)].auroc_ci.low if best else float("nan")
+        checks.append({
+            "trait": trait, "helm_auroc": helm.auroc, "helm_auroc_ci": [helm.auroc_ci.low, helm.auroc_ci.high],
+            "best_baseline": best, "best_baseline_auroc": result.metrics[(best, trait)].auroc if best else None,
+            "best_baseline_ci_low": lo, "oracle_auroc": oracle,
+            "gap_to_oracle": oracle - helm.auroc,
+            "meets_baseline_ci": bool(helm.auroc >= lo), "meets_oracle_margin": bool(oracle - helm.auroc <= ORACLE_MARGIN),
+        })
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=Path("runs/default"))
+    ap.add_argument("--rows", nargs="+", default=list(HeLMStageSettings().rows))
+    d = HeLMStageSettings()
+    ap.add_argument("--max-train", type=int, default=d.max_train)
+    ap.add_argument("--max-val", type=int, default=d.max_val)
+    ap.add_argument("--max-eval", type=int, default=d.max_eval)
+    ap.add_argument("--epochs", type=int, default=d.max_epochs)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--soft-tokens", type=int, default=d.num_soft_tokens)
+    ap.add_argument("--class-weight", default=d.class_weight)
+    ap.add_argument("--n-bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--llm", default=None)
+    ap.add_argument("--work", type=Path, default=None, help="stage output directory (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=OUT, help="result stem: writes <out>.json and <out>.md")
+    args = ap.parse_args(argv)
+    settings = HeLMStageSettings(llm=args.llm, rows=tuple(args.rows), max_train=args.max_train, max_val=args.max_val,
+                                 max_eval=args.max_eval, max_epochs=args.epochs, batch_size=args.batch_size,
+                                 lr=args.lr, num_soft_tokens=args.soft_tokens, class_weight=args.class_weight,
+                                 log_mlflow=False)
+    cohort = args.run / "cohort"
+    embeddings = args.run / "encoder" / "embeddings.parquet"
+    work = args.work or Path(tempfile.mkdtemp(prefix="helm_quality_"))
+    t0 = time.perf_counter()
+    stage = helm_stage_scores(settings, cohort, embeddings, work, seed=args.seed)
+    wall = time.perf_counter() - t0
+    p = pd.read_parquet(cohort / "participants.parquet")
+    usable = p[(p["split"] == "test") & (p["qc_status"] != "fail")].reset_index(drop=True)
+    others = other_methods(args.run, list(stage.traits))
+    keep, methods = restrict_to_eids(usable, {**others, **stage.scores}, stage.eval_eids)
+    result = compare_methods(keep, methods, list(stage.traits), n_bootstrap=args.n_bootstrap, seed=args.seed)
+    baselines = [m for m in others if m != ENCODER]
+    checks = bar_checks(result, baselines)
+    report = {
+        "command": "python benchmarks/helm_quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "run": str(args.run), "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                           for k, v in asdict(settings).items()},
+        "seed": args.seed, "counts": stage.counts, "seconds": stage.seconds, "wall_s": wall,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "table": result.to_frame()[["method", "trait", "n", "n_pos", "auroc", "auroc_ci_lo", "auroc_ci_hi", "auprc",
+                                    "auprc_ci_lo", "auprc_ci_hi", "auroc_vs_oracle"]].to_dict(orient="records"),
+        "bar": checks,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    lines = [f"# HeLM quality on `{args.run}`", "", f"Command: `{report['command']}`", "",
+             f"Participants: train {stage.counts['train']}, val {stage.counts['val']}, test subsample "
+             f"{stage.counts['test']} of {stage.counts['test_available']} (every row on the same people). "
+             f"Stage wall time {wall:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in stage.seconds.items())}).", "",
+             result.to_markdown(), "", "| trait | HeLM text+spiro | best baseline (CI low) | oracle | gap | bar |",
+             "|---|---|---|---|---|---|"]
+    for c in checks:
+        ok = c["meets_baseline_ci"] and c["meets_oracle_margin"]
+        lines.append(f"| {c['trait']} | {c['helm_auroc']:.3f} | {c['best_baseline']} {c['best_baseline_auroc']:.3f} "
+                     f"({c['best_baseline_ci_low']:.3f}) | {c['oracle_auroc']:.3f} | {c['gap_to_oracle']:+.3f} | "
+                     f"{'met' if ok else 'not met'} |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SpirolmInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

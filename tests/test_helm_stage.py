@@ -1,0 +1,133 @@
+"""The main job's HeLM stage on a tiny cohort with a tiny Llama (seconds, not the real LLM)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pydantic import TypeAdapter, ValidationError
+
+from experiments.evaluation import ORACLE, compare_methods
+from experiments.features import EMBEDDING_COLUMNS
+from experiments.helm_stage import (
+    PREDICTIONS_FILE, SUMMARY_FILE, HeLMStageSettings, helm_stage_scores, load_stage_scores, restrict_to_eids,
+    subsample_split,
+)
+from experiments.train_helm import ROW_TEXT_SPIRO, ROW_ZERO_SHOT, untrained_text_scores
+from llm_bridge.llm import load_llm
+from llm_bridge.model import HeLM, HeLMConfig
+from llm_bridge.tiny import build_tiny_llm
+from signals.errors import SpirolmInputError
+from tests.encoder_fixtures import build_tiny_cohort
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("helm_stage")
+    cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
+    p = pd.read_parquet(cohort / "participants.parquet")
+    p = p[p["qc_status"] != "fail"]
+    rng = np.random.default_rng(0)
+    y = np.stack([p["asthma"].fillna(0).to_numpy(float), p["copd"].fillna(0).to_numpy(float)], axis=1)
+    emb = rng.normal(0, 1, (len(p), 128)) + np.repeat(y, 64, axis=1) * 1.5
+    frame = pd.DataFrame(emb.astype(np.float32), columns=list(EMBEDDING_COLUMNS))
+    frame.insert(0, "eid", p["eid"].to_numpy())
+    emb_path = root / "embeddings.parquet"
+    frame.to_parquet(emb_path, index=False)
+    return cohort, emb_path, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))
+
+
+SMALL = HeLMStageSettings(rows=(ROW_ZERO_SHOT, ROW_TEXT_SPIRO), max_train=40, max_val=10, max_eval=12, max_epochs=1,
+                          batch_size=8, score_batch_size=8, log_mlflow=False)
+
+
+def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
+    cohort, emb_path, llm = setup
+    result = helm_stage_scores(SMALL, cohort, emb_path, tmp_path, seed=0, llm=llm)
+    p = pd.read_parquet(cohort / "participants.parquet").set_index("eid")
+    assert len(result.eval_eids) == 12 and result.counts["test"] == 12
+    assert (p.loc[result.eval_eids, "split"] == "test").all()
+    assert (p.loc[result.eval_eids, "qc_status"] != "fail").all()  # only participants with an embedding
+    assert result.counts["test_available"] > 12 and result.counts["excluded_no_embedding"] == 6
+    assert set(result.scores) == {ROW_ZERO_SHOT, ROW_TEXT_SPIRO}
+    for df in result.scores.values():
+        assert sorted(df["eid"]) == sorted(result.eval_eids)
+        assert df[["asthma", "copd"]].apply(lambda s: s.between(0, 1).all()).all()
+    # the zero-shot and trained rows are different models, not copies
+    assert not np.allclose(result.scores[ROW_ZERO_SHOT]["asthma"], result.scores[ROW_TEXT_SPIRO]["asthma"])
+    # files: wide predictions round-trip, summary with counts and timings
+    loaded = load_stage_scores(tmp_path)
+    for m, df in result.scores.items():
+        pd.testing.assert_frame_equal(loaded[m].sort_values("eid").reset_index(drop=True),
+                                      df.sort_values("eid").reset_index(drop=True)[["eid", "asthma", "copd"]],
+                                      check_dtype=False)
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert summary["counts"]["val"] == 10 and summary["seconds"][ROW_TEXT_SPIRO] > 0
+    assert (tmp_path / PREDICTIONS_FILE).exists() and next(tmp_path.rglob("helm.pt")).exists()
+
+
+def test_stage_output_feeds_the_shared_comparison(setup, tmp_path):
+    cohort, emb_path, llm = setup
+    settings = HeLMStageSettings(rows=(ROW_ZERO_SHOT,), max_eval=15, log_mlflow=False, score_batch_size=8)
+    result = helm_stage_scores(settings, cohort, emb_path, tmp_path, seed=1, llm=llm)
+    p = pd.read_parquet(cohort / "participants.parquet")
+    usable = p[(p["split"] == "test") & (p["qc_status"] != "fail")].reset_index(drop=True)
+    baseline = pd.DataFrame({"eid": usable["eid"], "asthma": 0.5, "copd": 0.5})  # scores the whole test split
+    keep, methods = restrict_to_eids(usable, {"baseline": baseline, **result.scores}, result.eval_eids)
+    table = compare_methods(keep, methods, ["asthma", "copd"], n_bootstrap=20).to_frame()
+    assert {ORACLE, "baseline", ROW_ZERO_SHOT} <= set(table["method"])
+    assert table.groupby("trait")["n"].nunique().eq(1).all()
+    assert (table["n"] + table["n_missing_label"]).eq(15).all()
+
+
+def test_zero_shot_shared_prefix_matches_one_prompt_per_trait(setup):
+    cohort, emb_path, llm = setup
+    p = pd.read_parquet(cohort / "participants.parquet")
+    p = p[p["split"] == "test"].head(6).reset_index(drop=True)
+    shared = untrained_text_scores(llm, p, HeLMConfig(), batch_size=4)
+    for trait in ("asthma", "copd"):
+        helm = HeLM(llm, HeLMConfig(variant="text", traits=(trait,)))
+        with torch.no_grad():
+            pairs = helm.score_full(helm.prefix_ids(p), traits=(trait,))
+        expected = torch.softmax(pairs, dim=-1)[:, 0, 1].numpy()
+        np.testing.assert_allclose(shared[trait].to_numpy(), expected, atol=1e-5)
+
+
+def test_subsample_is_seeded_and_independent_of_other_splits(setup):
+    cohort, _, _ = setup
+    p = pd.read_parquet(cohort / "participants.parquet")
+    a = subsample_split(p, "test", 10, seed=3)["eid"].tolist()
+    assert a == subsample_split(p, "test", 10, seed=3)["eid"].tolist()
+    assert a != subsample_split(p, "test", 10, seed=4)["eid"].tolist()
+    assert a == subsample_split(p[p["split"] != "train"], "test", 10, seed=3)["eid"].tolist()
+    assert len(subsample_split(p, "test", None, seed=3)) == (p["split"] == "test").sum()
+
+
+def test_settings_validate_like_the_run_config():
+    adapter = TypeAdapter(HeLMStageSettings)
+    s = adapter.validate_python({"max_eval": 50, "rows": ["helm:text+spiro"]})
+    assert s.max_eval == 50 and s.rows == (ROW_TEXT_SPIRO,)
+    with pytest.raises(ValidationError, match="max_evl"):
+        adapter.validate_python({"max_evl": 50})
+    with pytest.raises((SpirolmInputError, ValidationError), match="unknown HeLM row"):
+        HeLMStageSettings(rows=("helm:bogus",))
+    with pytest.raises(SpirolmInputError, match="max_eval"):
+        HeLMStageSettings(max_eval=1)
+
+
+def test_bad_inputs_name_the_file_or_participant(setup, tmp_path):
+    cohort, emb_path, llm = setup
+    with pytest.raises(SpirolmInputError, match="embeddings file not found") as err:
+        helm_stage_scores(SMALL, cohort, tmp_path / "nope.parquet", tmp_path, llm=llm)
+    assert "nope.parquet" in str(err.value)
+    p = pd.read_parquet(cohort / "participants.parquet")
+    usable = p[(p["split"] == "test") & (p["qc_status"] != "fail")]
+    failed = int(p.loc[p["qc_status"] == "fail", "eid"].iloc[0])
+    with pytest.raises(SpirolmInputError, match="not in the evaluated set") as err:
+        restrict_to_eids(usable, {}, [int(usable["eid"].iloc[0]), failed])
+    assert str(failed) in str(err.value)
