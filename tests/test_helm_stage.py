@@ -11,7 +11,6 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from experiments.evaluation import ORACLE, compare_methods
-from experiments.features import EMBEDDING_COLUMNS
 from experiments.helm_stage import (
     PREDICTIONS_FILE, SUMMARY_FILE, HeLMStageSettings, helm_stage_scores, load_stage_scores, restrict_to_eids,
     subsample_split,
@@ -22,6 +21,7 @@ from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
 from tests.encoder_fixtures import build_tiny_cohort
+from tests.helm_fixtures import label_carrying_embeddings
 
 torch.set_num_threads(1)
 
@@ -30,13 +30,7 @@ torch.set_num_threads(1)
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("helm_stage")
     cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
-    p = pd.read_parquet(cohort / "participants.parquet")
-    p = p[p["qc_status"] != "fail"]
-    rng = np.random.default_rng(0)
-    y = np.stack([p["asthma"].fillna(0).to_numpy(float), p["copd"].fillna(0).to_numpy(float)], axis=1)
-    emb = rng.normal(0, 1, (len(p), 128)) + np.repeat(y, 64, axis=1) * 1.5
-    frame = pd.DataFrame(emb.astype(np.float32), columns=list(EMBEDDING_COLUMNS))
-    frame.insert(0, "eid", p["eid"].to_numpy())
+    frame = label_carrying_embeddings(cohort)
     emb_path = root / "embeddings.parquet"
     frame.to_parquet(emb_path, index=False)
     return cohort, emb_path, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from experiments.evaluation import ORACLE
-from experiments.features import EMBEDDING_COLUMNS
 from experiments.train_helm import (
     ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig, helm_comparison, train_helm,
 )
@@ -17,6 +15,7 @@ from llm_bridge.model import HeLM
 from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
 from tests.encoder_fixtures import build_tiny_cohort
+from tests.helm_fixtures import label_carrying_embeddings
 
 torch.set_num_threads(1)
 
@@ -25,14 +24,7 @@ torch.set_num_threads(1)
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("helm")
     cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
-    p = pd.read_parquet(cohort / "participants.parquet")
-    p = p[p["qc_status"] != "fail"]
-    rng = np.random.default_rng(0)
-    # embeddings that carry the labels (as a trained encoder's would) plus noise
-    y = np.stack([p["asthma"].fillna(0).to_numpy(float), p["copd"].fillna(0).to_numpy(float)], axis=1)
-    emb = rng.normal(0, 1, (len(p), 128)) + np.repeat(y, 64, axis=1) * 1.5
-    frame = pd.DataFrame(emb.astype(np.float32), columns=list(EMBEDDING_COLUMNS))
-    frame.insert(0, "eid", p["eid"].to_numpy())
+    frame = label_carrying_embeddings(cohort)
     return cohort, frame, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32)), root
 
 
