@@ -64,14 +64,15 @@ class ModelSection:
     """Architecture knobs; see :class:`signals.encoder.EncoderConfig` (traits come from the data)."""
 
     __pydantic_config__ = _STRICT
-    channels: tuple[str, ...] = ("flow_volume",)  # names/order checked by EncoderConfig (KNOWN_CHANNELS)
-    stem_filters: tuple[int, int, int] = (32, 32, 64)
-    stage_filters: tuple[int, ...] = (64, 128, 256, 512)
-    blocks_per_stage: int = 2
-    kernel_size: int = 3
-    embedding_dim: int = 128
-    head_dims: tuple[int, ...] = (64, 32, 16)
-    width_multiplier: float = 0.25  # CPU default profile; the paper's full width is 1.0
+    # Defaults come from EncoderConfig (one source for the architecture); names/order checked there too.
+    channels: tuple[str, ...] = EncoderConfig.channels
+    stem_filters: tuple[int, int, int] = EncoderConfig.stem_filters
+    stage_filters: tuple[int, ...] = EncoderConfig.stage_filters
+    blocks_per_stage: int = EncoderConfig.blocks_per_stage
+    kernel_size: int = EncoderConfig.kernel_size
+    embedding_dim: int = EncoderConfig.embedding_dim
+    head_dims: tuple[int, ...] = EncoderConfig.head_dims
+    width_multiplier: float = 0.25  # CPU default profile; the paper's full width (EncoderConfig) is 1.0
 
 
 @dataclass(frozen=True)
