@@ -412,6 +412,7 @@ def train_baselines(
     configs: Mapping[str, Any] | None = None,
     log_predictions: bool = False,
     explain: bool = True,
+    shap_dir: str | Path | None = None,
 ) -> BaselineResult:
     """Train, evaluate and log the tabular baselines of one cohort.
 
@@ -429,6 +430,8 @@ def train_baselines(
         configs: optional ``{model name: config}``; their ``seed`` is replaced by ``seed``.
         log_predictions: also log ``predictions_test.parquet`` (contains eids) to MLflow; off by default.
         explain: log SHAP summary and waterfall plots in each model run.
+        shap_dir: also keep those SHAP files locally, one folder per fit
+            (:func:`experiments.mlflow_utils.shap_folder_name`).
 
     Returns:
         :class:`BaselineResult`.
@@ -470,6 +473,7 @@ def train_baselines(
         cohort_dir=cohort_dir, comparison=comparison, fitted=fitted, files=files, predictions_path=predictions_path,
         seed=seed, traits=traits, missing_labels=missing_labels, notes=[*skipped, *notes],
         tracking_uri=tracking_uri, out_dir=out, log_predictions=log_predictions, explain=explain,
+        shap_dir=Path(shap_dir) if shap_dir is not None else None,
     )
     return BaselineResult(
         comparison=comparison, out_dir=out, predictions_path=predictions_path, files=files,

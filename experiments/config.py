@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from experiments.helm_stage import HeLMStageSettings
 from signals.errors import SpirolmInputError
 
 _STRICT = ConfigDict(extra="forbid")
@@ -82,8 +83,46 @@ class BaselinesSettings:
 
 
 @dataclass(frozen=True)
+class ExplanationSettings:
+    """The explanations stage: tabular SHAP (baselines, computed with them) and HeLM explanations.
+
+    ``helm`` holds overrides of :class:`experiments.explain_helm.HeLMExplainSettings` (validated
+    there, errors name the key); ``max_participants`` caps the HeLM test participants explained.
+    """
+
+    __pydantic_config__ = _STRICT
+    enabled: bool = True
+    max_participants: int = 96
+    helm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The self-contained HTML report (``report/report.html``)."""
+
+    __pydantic_config__ = _STRICT
+    html: bool = True
+    screenshot: bool = False  # also render it in headless Chromium to report/report.png (needs chromium)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """MLflow: one parent run for the job, child runs for its stages.
+
+    ``tracking_uri`` null: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``. ``experiment`` null:
+    ``spirolm-run/<run directory name>``. ``register_model``: registered-model name of the HeLM pyfunc
+    (null: log it in the run without registering).
+    """
+
+    __pydantic_config__ = _STRICT
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    register_model: str | None = "spirolm-helm"
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """The whole main job. Later stages (encoder, baselines, HeLM, scoring) add sections here."""
+    """The whole main job, one section per stage (see ``experiments/configs/run_default.yaml``)."""
 
     __pydantic_config__ = _STRICT
     seed: int = 0
@@ -93,6 +132,10 @@ class RunConfig:
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     baselines: BaselinesSettings = field(default_factory=BaselinesSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    helm: HeLMStageSettings = field(default_factory=HeLMStageSettings)
+    explanations: ExplanationSettings = field(default_factory=ExplanationSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -162,7 +162,7 @@ def plot_shap_summary(result: ShapResult, path: str | Path, *, max_display: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.figure()
     shap.summary_plot(result.values, features=result.data, feature_names=list(result.feature_names),
-                      max_display=max_display, show=False)
+                      max_display=max_display, show=False, rng=0)  # seeded jitter: same plot every run
     fig = plt.gcf()
     fig.suptitle(title or f"SHAP ({result.explainer}, {result.output})", fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")

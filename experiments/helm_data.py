@@ -55,8 +55,8 @@ def join_embeddings(participants: pd.DataFrame, embeddings: pd.DataFrame | None,
     has = merged[EMBEDDING_COLUMNS[0]].notna()
     excluded = int((~has).sum())
     if excluded:
-        log.warning("%d participant(s) have no spirogram embedding (e.g. QC-failed spirometry, first eid %s); "
-                    "they are excluded from every HeLM row", excluded, merged.loc[~has, "eid"].iloc[0])
+        log.warning("%d participant(s) have no spirogram embedding (e.g. QC-failed spirometry); "
+                    "they are excluded from every HeLM row", excluded)
     return merged.loc[has].reset_index(drop=True), excluded
 
 

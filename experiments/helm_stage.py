@@ -34,7 +34,7 @@ from pydantic import ConfigDict
 
 from experiments.train_helm import (
     ALL_ROWS, ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, TRAINED_ROWS, HeLMTrainConfig, prepare_participants,
-    train_variant, untrained_text_scores,
+    row_slug, train_variant, untrained_text_scores,
 )
 from llm_bridge.llm import LoadedLLM, configure_threads, load_llm
 from llm_bridge.model import HeLMConfig
@@ -178,6 +178,7 @@ def helm_stage_scores(
     *,
     llm: LoadedLLM | None = None,
     tracking_uri: str | None = None,
+    resume: bool = False,
 ) -> HeLMStageResult:
     """Produce the HeLM rows' test risks for the main job's comparison.
 
@@ -189,6 +190,8 @@ def helm_stage_scores(
         seed: the run's seed (subsamples, initialisation, shuffling, few-shot picks).
         llm: an already loaded LLM (tests); default: load ``settings.llm``.
         tracking_uri: MLflow store (default :func:`experiments.tracking.resolve_tracking_uri`).
+        resume: reuse rows an interrupted call finished into ``out_dir`` (``rows/<row>.parquet``; the
+            caller guarantees the same settings, as the main job's stage key does).
 
     Returns:
         :class:`HeLMStageResult`; every row scores the same :attr:`HeLMStageResult.eval_eids`.
@@ -214,9 +217,15 @@ def helm_stage_scores(
     seconds["load_llm"] = time.perf_counter() - t0
     base = HeLMConfig(traits=tuple(traits), num_soft_tokens=settings.num_soft_tokens, seed=seed)
     scores: dict[str, pd.DataFrame] = {}
+    rows_dir = out / "rows"
+    rows_dir.mkdir(exist_ok=True)
     for row in settings.rows:
         t0 = time.perf_counter()
-        if row in (ROW_ZERO_SHOT, ROW_FEW_SHOT):
+        done = rows_dir / f"{row_slug(row)}.parquet"
+        if resume and done.exists():  # finished before an interruption
+            scores[row] = pd.read_parquet(done)
+            log.info("HeLM stage: %s reused from the interrupted run", row)
+        elif row in (ROW_ZERO_SHOT, ROW_FEW_SHOT):
             k = settings.few_shot_k if row == ROW_FEW_SHOT else 0
             scores[row] = untrained_text_scores(loaded, participants, base, few_shot_k=k, seed=seed,
                                                 batch_size=settings.score_batch_size)
@@ -228,6 +237,9 @@ def helm_stage_scores(
                                         cohort_dir=Path(cohort_dir), tracking_uri=tracking_uri).scores
         seconds[row] = time.perf_counter() - t0
         _check_scored(scores[row], row, eval_eids)
+        tmp = done.with_suffix(".tmp")
+        scores[row].to_parquet(tmp, index=False)
+        tmp.replace(done)  # atomic: a kill never leaves a half-written row file to be "resumed"
         log.info("HeLM stage: %s on %d test participants in %.0f s", row, len(eval_eids), seconds[row])
     seconds["total"] = time.perf_counter() - t_start
     n_train = int((participants["split"] == "train").sum())

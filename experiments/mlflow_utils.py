@@ -164,7 +164,13 @@ def _log_shap(run: FittedRun, seed: int, tmp: Path) -> None:
         mlflow.log_artifact(str(p), artifact_path="shap")
 
 
-def _log_model_run(run: FittedRun, comparison: ComparisonResult, seed: int, explain: bool) -> str:
+def shap_folder_name(method: str, trait: str) -> str:
+    """Folder of one fit's SHAP files under ``shap_dir`` (``xgboost_tabular_embedding__copd``)."""
+    return f"{metric_key(method).replace('/', '_')}__{trait}"
+
+
+def _log_model_run(run: FittedRun, comparison: ComparisonResult, seed: int, explain: bool,
+                   shap_dir: Path | None = None) -> str:
     params = {**run.model.params(), "feature_set": run.feature_set, "trait": run.trait,
               "n_train": run.n_train, "n_val": run.n_val, "n_features": run.features.X.shape[1],
               "n_missing_spirometry": run.features.n_missing_spirometry}
@@ -178,7 +184,11 @@ def _log_model_run(run: FittedRun, comparison: ComparisonResult, seed: int, expl
         if np.isfinite(oracle):
             mlflow.log_metric("test/auroc_vs_oracle", metrics.auroc / oracle)
         log_native_model(run.model, run.features.X.loc[run.train_mask])
-        if explain:
+        if explain and shap_dir is not None:  # keep the plots locally too (the main job's report shows them)
+            keep = shap_dir / shap_folder_name(run.method, run.trait)
+            keep.mkdir(parents=True, exist_ok=True)
+            _log_shap(run, seed, keep)
+        elif explain:
             with tempfile.TemporaryDirectory() as tmp:
                 _log_shap(run, seed, Path(tmp))
         return active.info.run_id
@@ -199,6 +209,7 @@ def log_baseline_runs(
     out_dir: Path,
     log_predictions: bool = False,
     explain: bool = True,
+    shap_dir: Path | None = None,
 ) -> TrackingInfo:
     """Log one ``train baselines`` call: a parent run with the comparison, one nested run per fit.
 
@@ -206,10 +217,16 @@ def log_baseline_runs(
         :class:`TrackingInfo` with the experiment and run ids.
     """
     uri = configure_mlflow(tracking_uri)
-    name = experiment_name_for(cohort_dir)
-    experiment = mlflow.set_experiment(name)
+    active = mlflow.active_run()  # e.g. the main job's parent run: nest under it, in its experiment
+    in_job = active is not None
+    if in_job:
+        experiment = mlflow.get_experiment(active.info.experiment_id)
+        name = experiment.name
+    else:
+        name = experiment_name_for(cohort_dir)
+        experiment = mlflow.set_experiment(name)
     run_ids: dict[tuple[str, str, str], str] = {}
-    with mlflow.start_run(run_name=f"baselines-seed{seed}") as parent:
+    with mlflow.start_run(run_name=f"baselines-seed{seed}", nested=in_job) as parent:
         mlflow.set_tags({"spirolm.kind": "baselines", "cohort": Path(cohort_dir).resolve().name})
         mlflow.log_params({"seed": seed, "traits": ",".join(traits),
                            "methods": ",".join(m for m in comparison.methods if m != ORACLE),
@@ -227,7 +244,7 @@ def log_baseline_runs(
             rel = path.parent.relative_to(out_dir) if path.parent != out_dir else None
             mlflow.log_artifact(str(path), artifact_path="comparison" + (f"/{rel}" if rel else ""))
         for key, run in fitted.items():
-            run_ids[key] = _log_model_run(run, comparison, seed, explain)
+            run_ids[key] = _log_model_run(run, comparison, seed, explain, shap_dir)
         parent_id = parent.info.run_id
     log.info("MLflow: experiment %r (%s), parent run %s", name, uri, parent_id)
     return TrackingInfo(tracking_uri=uri, experiment_name=name, experiment_id=experiment.experiment_id,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,8 +58,26 @@ def stamp_key(stage_dir: Path) -> str:
     return json.loads((Path(stage_dir) / STAMP).read_text())["key"]
 
 
-def run_stage(name: str, stage_dir: Path, key: str, build: Callable[[Path], None]) -> Path:
+PARTIAL_KEY = ".partial-key"
+
+
+def partial_dir(stage_dir: Path) -> Path:
+    """Where a stage builds before it is complete (kept across an interruption for ``--resume``)."""
+    stage_dir = Path(stage_dir)
+    return stage_dir.with_name(stage_dir.name + ".partial")
+
+
+def run_stage(name: str, stage_dir: Path, key: str, build: Callable[[Path], None], *, resume: bool = False) -> Path:
     """Run ``build(tmp_dir)`` unless ``stage_dir`` already holds a finished build with this key.
+
+    Args:
+        name: stage name (logs).
+        stage_dir: the finished stage's directory.
+        key: content hash of everything the stage depends on.
+        build: fills a temporary directory. With ``resume``, it may find its own earlier partial
+            work there (training checkpoints, finished sub-steps) and must continue from it.
+        resume: keep the partial directory of an interrupted build *with the same key* (a partial
+            build of another key is always discarded: it was made from other inputs).
 
     Returns:
         ``stage_dir``, complete.
@@ -67,14 +86,30 @@ def run_stage(name: str, stage_dir: Path, key: str, build: Callable[[Path], None
     if is_cached(stage_dir, key):
         log.info("stage %s: cached (key %s)", name, key)
         return stage_dir
-    tmp = stage_dir.with_name(stage_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    log.info("stage %s: building (key %s)", name, key)
+    tmp = partial_dir(stage_dir)
+    marker = tmp / PARTIAL_KEY
+    same = tmp.exists() and marker.exists() and marker.read_text().strip() == key
+    if resume and same:
+        log.info("stage %s: resuming the interrupted build (key %s)", name, key)
+    else:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        marker.write_text(key)
+        log.info("stage %s: building (key %s)", name, key)
+    t0 = time.perf_counter()
     build(tmp)
-    (tmp / STAMP).write_text(json.dumps({"stage": name, "key": key}))
+    marker.unlink(missing_ok=True)
+    (tmp / STAMP).write_text(json.dumps({"stage": name, "key": key, "seconds": round(time.perf_counter() - t0, 1)}))
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     tmp.rename(stage_dir)
     return stage_dir
+
+
+def stage_seconds(stage_dir: Path) -> float | None:
+    """Wall seconds the finished stage's build took (None for stamps written before timing was recorded)."""
+    try:
+        return json.loads((Path(stage_dir) / STAMP).read_text()).get("seconds")
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -8,9 +8,14 @@ the working directory that needs no server and no network.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
+
+from signals.errors import SpirolmInputError
 
 DEFAULT_DB_NAME = "mlflow.db"
 
@@ -36,3 +41,105 @@ def configure_mlflow(explicit: str | None = None, workdir: str | Path | None = N
     uri = resolve_tracking_uri(explicit, workdir)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+# ----------------------------------------------------------------------------- the main job's parent run
+#
+# Why environment variables: the main job's stages log through three mechanisms (the fluent API in
+# ``mlflow_utils``, Lightning's ``MLFlowLogger`` for the encoder and HeLM, ``mlflow.pyfunc``). One
+# parent run must own them all, in one experiment, without threading a run handle through every
+# library signature. :func:`job_parent_run` publishes the parent's experiment and run id here and
+# the loggers read them back; outside a job nothing is set and each pipeline logs where it always has.
+
+JOB_EXPERIMENT_ENV = "SPIROLM_MLFLOW_EXPERIMENT"
+JOB_PARENT_ENV = "SPIROLM_MLFLOW_PARENT_RUN_ID"
+
+
+def job_experiment(default: str) -> str:
+    """The experiment a pipeline should log to: the running job's, else ``default``."""
+    return os.environ.get(JOB_EXPERIMENT_ENV) or default
+
+
+def child_run_tags() -> dict[str, str]:
+    """Tags that make a run a child of the running job's parent run (empty outside a job)."""
+    parent = os.environ.get(JOB_PARENT_ENV)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+def artifact_location_for(uri: str) -> str | None:
+    """Keep a local SQLite store's artifacts next to it (``mlartifacts/``), not in the cwd's ``./mlruns``."""
+    if uri.startswith("sqlite:"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def lightning_mlflow_logger(experiment: str, run_name: str | None, tracking_uri: str | None = None) -> Any:
+    """Lightning's ``MLFlowLogger`` for a training run, nested under the running job when there is one."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return MLFlowLogger(experiment_name=job_experiment(experiment), run_name=run_name, tracking_uri=uri,
+                        artifact_location=artifact_location_for(uri), tags=child_run_tags() or None,
+                        log_model=False)
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before hours of work, when a remote tracking server cannot be reached.
+
+    Why: MLflow's client retries an unreachable server for minutes and then fails in the middle of a
+    stage. Checking ``/health`` first turns that into one clear line; local stores need no check.
+
+    Raises:
+        SpirolmInputError: the server does not answer, naming the URI and how to fall back to a local store.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:  # noqa: S310
+            if resp.status < 400:
+                return
+            problem = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise SpirolmInputError(
+        f"MLflow tracking server {uri} is unreachable ({problem}); start it, fix MLFLOW_TRACKING_URI / "
+        "tracking.tracking_uri, or unset it to log to the local ./mlflow.db", field="tracking_uri")
+
+
+@contextmanager
+def job_parent_run(experiment: str, run_name: str, tracking_uri: str | None = None,
+                   tags: dict[str, str] | None = None, run_id: str | None = None) -> Iterator[Any]:
+    """Open the job's parent run and make every run started inside a child of it.
+
+    Args:
+        experiment: experiment name for the job and all its children.
+        run_name: the parent run's name.
+        tracking_uri: store (see :func:`resolve_tracking_uri`).
+        tags: tags of the parent run.
+        run_id: re-open this parent run (``--resume``) instead of starting a new one.
+
+    Yields:
+        the active parent run (``mlflow.ActiveRun``); it ends FAILED if the block raises.
+    """
+    uri = configure_mlflow(tracking_uri)
+    check_tracking_server(uri)
+    if run_id is None:
+        exp = mlflow.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else mlflow.create_experiment(
+            experiment, artifact_location=artifact_location_for(uri))
+        mlflow.set_experiment(experiment_id=exp_id)
+    saved = {k: os.environ.get(k) for k in (JOB_EXPERIMENT_ENV, JOB_PARENT_ENV)}
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags) as parent:
+        os.environ[JOB_EXPERIMENT_ENV] = experiment
+        os.environ[JOB_PARENT_ENV] = parent.info.run_id
+        try:
+            yield parent
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

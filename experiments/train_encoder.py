@@ -333,16 +333,9 @@ def _trainer_kwargs(cfg: TrainerSection) -> dict[str, Any]:
 def _mlflow_logger(cfg: TrainEncoderConfig, out_dir: Path) -> Any:
     if not cfg.tracking.enabled or cfg.trainer.fast_dev_run:
         return None
-    from lightning.pytorch.loggers import MLFlowLogger
+    from experiments.tracking import lightning_mlflow_logger
 
-    from experiments.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
-    artifacts = None
-    if uri.startswith("sqlite:"):  # keep artifacts next to the local store, not in the cwd's ./mlruns
-        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return MLFlowLogger(experiment_name=cfg.tracking.experiment, run_name=cfg.tracking.run_name, tracking_uri=uri,
-                        artifact_location=artifacts, log_model=False)
+    return lightning_mlflow_logger(cfg.tracking.experiment, cfg.tracking.run_name or "encoder", cfg.tracking.tracking_uri)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -396,7 +389,8 @@ def plot_val_roc(pred: pd.DataFrame, dm: EncoderDataModule, path: Path) -> Path:
 
 
 def train_encoder(
-    cohort_dir: str | Path, out_dir: str | Path, cfg: TrainEncoderConfig | None = None, *, progress: bool | None = None
+    cohort_dir: str | Path, out_dir: str | Path, cfg: TrainEncoderConfig | None = None, *, progress: bool | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train the encoder on a cohort's train split, select on val, report test, export the best model.
 
@@ -405,6 +399,8 @@ def train_encoder(
         out_dir: receives ``checkpoints/``, ``encoder/encoder.pt``, ``predictions.parquet``, ``val_roc.png``.
         cfg: configuration (default: :func:`load_train_config()`).
         progress: Lightning progress bar (``None``: on for a terminal only).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` when it exists (an interrupted run
+            into the same directory with the same config; the caller guarantees that).
 
     Raises:
         SpirolmInputError: bad cohort (missing best blows, NaN curves, a trait without positives in
@@ -438,8 +434,12 @@ def train_encoder(
     if logger is not None:
         logger.log_hyperparams(_flat({"config": cfg.to_dict()}) | {"traits": ",".join(dm.traits),
                                                                     "n_params": module.net.num_params()})
+    last = out_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if resume and last.exists() else None
+    if resume_from:  # an interrupted build of the same stage: continue its optimizer, epoch and callbacks
+        log.info("encoder: resuming training from %s", last)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     seconds = time.perf_counter() - t0
 
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None

@@ -181,17 +181,10 @@ def _trainer(cfg: HeLMTrainConfig, out_dir: Path, logger: object) -> L.Trainer:
 
 
 def _mlflow_logger(cohort_dir: Path, run_name: str, tracking_uri: str | None) -> object:
-    from lightning.pytorch.loggers import MLFlowLogger
-
     from experiments.mlflow_utils import experiment_name_for
-    from experiments.tracking import resolve_tracking_uri
+    from experiments.tracking import lightning_mlflow_logger
 
-    uri = resolve_tracking_uri(tracking_uri)
-    artifacts = None
-    if uri.startswith("sqlite:"):
-        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return MLFlowLogger(experiment_name=experiment_name_for(cohort_dir), run_name=run_name, tracking_uri=uri,
-                        artifact_location=artifacts, log_model=False)
+    return lightning_mlflow_logger(experiment_name_for(cohort_dir), run_name, tracking_uri)
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
@@ -205,6 +198,11 @@ def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def row_slug(row: str) -> str:
+    """File-name form of a row name: ``helm:text+spiro`` -> ``helm_text_spiro``."""
+    return row.replace(":", "_").replace("+", "_")
 
 
 def train_variant(
@@ -247,7 +245,7 @@ def train_variant(
     steps = max(1, int(trainer.global_step))
     if module.best_state is not None:
         helm.load_state_dict(module.best_state, strict=False)
-    run_dir = out_dir / method.replace(":", "_").replace("+", "_")
+    run_dir = out_dir / row_slug(method)
     ckpt = helm.save_checkpoint(run_dir / "helm.pt", extra={"best_epoch": module.best_epoch,
                                                             "best_val_auroc": module.best_score,
                                                             "train": asdict(cfg)})

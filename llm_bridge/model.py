@@ -215,13 +215,12 @@ class HeLM(nn.Module):
 
     def prefix_ids(self, participants: pd.DataFrame, examples: str = "") -> list[list[int]]:
         """Token ids of each participant's text prefix (record text, or only the header for tabmlp)."""
-        eids = participants["eid"].tolist() if "eid" in participants.columns else None
         p = self.cfg.prompt
         if self.cfg.uses_tabmlp:
             records = ["(record given as feature tokens)"] * len(participants)
         else:
             records = serialize_records(participants, self.cfg.serializer).tolist()
-        return text_prefixes(self.tokenizer, records, p, with_intro=False, examples=examples, eids=eids)
+        return text_prefixes(self.tokenizer, records, p, with_intro=False, examples=examples)
 
     def tab_features(self, participants: pd.DataFrame) -> np.ndarray | None:
         """Standardised tabular features (``tabmlp+spiro``) or None."""

@@ -77,18 +77,19 @@ def encode_records(
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[str],
     cfg: PromptConfig,
-    eids: Sequence[object] | None = None,
 ) -> list[list[int]]:
-    """Token ids of record texts, truncated to ``cfg.max_record_tokens`` with a logged warning."""
+    """Token ids of record texts, truncated to ``cfg.max_record_tokens`` with a logged warning.
+
+    The warning names the row within the batch, never the participant: logs must not carry ids.
+    """
     ids = _ids(tokenizer, records)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     long = np.flatnonzero(lengths > cfg.max_record_tokens)
     if long.size:
         first = long[0]
-        who = f"eid {eids[first]}" if eids is not None else f"row {first}"
-        log.warning("truncation: %d record(s) longer than %d tokens were cut to %d (first: %s, %d tokens); "
+        log.warning("truncation: %d record(s) longer than %d tokens were cut to %d (first: row %d of the batch, %d tokens); "
                     "raise prompt.max_record_tokens or serialize fewer fields", long.size, cfg.max_record_tokens,
-                    cfg.max_record_tokens, who, int(lengths[first]))
+                    cfg.max_record_tokens, int(first), int(lengths[first]))
         for i in long:
             ids[i] = ids[i][: cfg.max_record_tokens]
     return ids
@@ -101,7 +102,6 @@ def text_prefixes(
     *,
     with_intro: bool,
     examples: str = "",
-    eids: Sequence[object] | None = None,
 ) -> list[list[int]]:
     """Prefix ids per participant: ``[BOS] [examples] header record [intro]``.
 
@@ -111,13 +111,12 @@ def text_prefixes(
         cfg: prompt config.
         with_intro: append ``cfg.spiro_intro`` (when soft tokens follow).
         examples: few-shot block (see :func:`few_shot_block`), identical for every participant.
-        eids: participant ids, only for the truncation log.
     """
     head = ([tokenizer.bos_token_id] if cfg.add_bos and tokenizer.bos_token_id is not None else [])
     head = head + (_ids(tokenizer, [examples + cfg.example_separator])[0] if examples else [])
     head = head + _ids(tokenizer, [cfg.header])[0]
     tail = _ids(tokenizer, [cfg.spiro_intro])[0] if with_intro else []
-    return [head + r + tail for r in encode_records(tokenizer, records, cfg, eids)]
+    return [head + r + tail for r in encode_records(tokenizer, records, cfg)]
 
 
 def question_ids(tokenizer: PreTrainedTokenizerBase, trait: str, cfg: PromptConfig) -> list[int]:

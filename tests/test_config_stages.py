@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments.config import PROFILES, load_run_config
-from experiments.stages import file_fingerprint, is_cached, run_stage, stage_key
+from experiments.stages import file_fingerprint, is_cached, run_stage, stage_key, stage_seconds
 from signals.errors import SpirolmInputError
 
 
@@ -82,3 +82,29 @@ def test_fingerprint_and_key(tmp_path: Path) -> None:
     f.write_text("eid\n1\n2\n")
     assert file_fingerprint(f) != fp1
     assert stage_key(1, {"a": 1}) == stage_key(1, {"a": 1}) != stage_key(2, {"a": 1})
+
+
+def test_resume_keeps_partial_work_of_the_same_key_only(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def crash(d: Path) -> None:
+        (d / "epoch1.ckpt").write_text("x")
+        raise RuntimeError("killed")
+
+    def build(d: Path) -> None:
+        seen.append((d / "epoch1.ckpt").exists())
+        (d / "out.txt").write_text("done")
+
+    stage = tmp_path / "s"
+    with pytest.raises(RuntimeError):
+        run_stage("s", stage, "k1", crash)
+    run_stage("s", stage, "k1", build, resume=True)  # same key: the checkpoint is still there
+    with pytest.raises(RuntimeError):
+        run_stage("s", tmp_path / "t", "k1", crash)
+    run_stage("s", tmp_path / "t", "k2", build, resume=True)  # other inputs: partial work discarded
+    with pytest.raises(RuntimeError):
+        run_stage("s", tmp_path / "u", "k1", crash)
+    run_stage("s", tmp_path / "u", "k1", build)  # no --resume: start clean
+    assert seen == [True, False, False]
+    assert is_cached(stage, "k1") and not (stage / ".partial-key").exists()
+    assert stage_seconds(stage) is not None

@@ -89,9 +89,9 @@ def test_tabular_scaler_is_finite_with_missing_indicators():
 def test_long_record_is_truncated_and_logged(tiny, caplog):
     cfg = PromptConfig(max_record_tokens=16)
     with caplog.at_level(logging.WARNING):
-        ids = encode_records(tiny.tokenizer, ["x " * 500, "Age: 5"], cfg, eids=[77, 78])
+        ids = encode_records(tiny.tokenizer, ["x " * 500, "Age: 5"], cfg)
     assert len(ids[0]) == 16 and len(ids[1]) < 16
-    assert "truncation" in caplog.text and "eid 77" in caplog.text
+    assert "truncation" in caplog.text and "row 0 of the batch" in caplog.text and "eid" not in caplog.text
 
 
 def test_few_shot_is_balanced_and_seeded():
