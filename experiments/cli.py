@@ -90,15 +90,19 @@ def run(
     profile: Annotated[str, typer.Option(help="default | smoke (tiny, CI) | full (large, GPU).")] = "default",
     config: Annotated[Optional[Path], typer.Option(help="YAML with overrides of the profile.")] = None,
     out: Annotated[Path, typer.Option(help="Run directory (stages are cached here).")] = Path("runs/default"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run: keep the interrupted stage's "
+                                              "checkpoints / finished parts and its MLflow parent run.")] = False,
 ) -> None:
-    """The main job: cohort → QC → encoder → embeddings → baselines → comparison of every model (HeLM, report: later)."""
+    """The main job: cohort → QC → encoder → baselines → HeLM → evaluation → explanations → HTML report, in MLflow."""
     from experiments.config import load_run_config
     from experiments.run import run_main
 
     cfg = load_run_config(profile, config)
-    result = run_main(cfg, out)
+    result = run_main(cfg, out, resume=resume)
     console.print(Markdown(result.summary_markdown))
-    console.print(f"run directory: [bold]{out}[/]")
+    if result.report_html is not None:
+        console.print(f"report: [bold]{result.report_html}[/]")
+    console.print(f"run directory: [bold]{out}[/]  (MLflow parent run {result.parent_run_id})")
 
 
 def _register_model_commands() -> None:
@@ -112,6 +116,8 @@ def _register_model_commands() -> None:
     app.command("embed")(embed_command)
     train_app.command("helm")(train_helm_command)
     app.command("chat")(chat_command)
+    from experiments.cli_score import score as score_command
+    app.command("score")(score_command)
 
 
 _register_model_commands()
