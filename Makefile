@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= default
 OUT ?= runs/default
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup browser run test test-fast bench clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -14,7 +14,11 @@ setup:
 run: setup
 	$(VENV)/bin/spirolm run --profile $(PROFILE) --out $(OUT)
 
-test: setup
+# Debian's Chromium for the HTML report's real-browser check (tests/test_report_html.py).
+browser:
+	bash scripts/install_browser.sh
+
+test: setup browser
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup
