@@ -109,15 +109,19 @@ def _register_model_commands() -> None:
     """Attach the model commands, which live next to their library code."""
     from experiments.cli_baselines import train_baselines_cmd
     from experiments.cli_encoder import embed_command, train_encoder_command
+    from experiments.cli_explain import explain_helm
     from experiments.cli_helm import chat_command, train_helm_command
+    from experiments.cli_score import score as score_command
 
     train_app.command("baselines")(train_baselines_cmd)
     train_app.command("encoder")(train_encoder_command)
     app.command("embed")(embed_command)
     train_app.command("helm")(train_helm_command)
     app.command("chat")(chat_command)
-    from experiments.cli_score import score as score_command
     app.command("score")(score_command)
+    explain_app = typer.Typer(help="Explain trained models.", no_args_is_help=True)
+    app.add_typer(explain_app, name="explain")
+    explain_app.command("helm")(explain_helm)
 
 
 _register_model_commands()

@@ -33,6 +33,7 @@ from signals.errors import SpirolmInputError
 log = logging.getLogger(__name__)
 
 COHORT_STAGE_VERSION = 1  # bump when the cohort format or QC logic changes, to invalidate caches
+BASELINES_STAGE_VERSION = 2  # 2: keeps the SHAP plots locally (baselines/shap) for the report
 HELM_STAGE_VERSION = 1
 EXPLAIN_STAGE_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -121,9 +122,8 @@ def baselines_stage(ctx: RunContext, cohort_dir: Path, embeddings: Path | None =
 
     cfg = ctx.cfg
     b = cfg.baselines
-    key = stage_key(
-        stamp_key(cohort_dir), cfg.seed, cfg.to_dict()["baselines"], None if embeddings is None else file_fingerprint(embeddings)
-    )
+    key = stage_key(BASELINES_STAGE_VERSION, stamp_key(cohort_dir), cfg.seed, cfg.to_dict()["baselines"],
+                    None if embeddings is None else file_fingerprint(embeddings))
 
     def build(tmp: Path) -> None:
         train_baselines(
@@ -295,7 +295,8 @@ def _log_job_outputs(ctx: RunContext, report: Path | None, helm_dir: Path | None
         from experiments.helm_pyfunc import log_helm_pyfunc
 
         uri = log_helm_pyfunc(encoder_checkpoint=encoder_dir / "encoder" / "encoder.pt", helm_checkpoint=ckpt,
-                              llm=cfg.helm.llm, registered_model_name=cfg.tracking.register_model)
+                              llm=cfg.helm.llm, registered_model_name=cfg.tracking.register_model,
+                              qc_standard=cfg.qc.standard)
         mlflow.set_tag("spirolm.helm_model_uri", uri)
         (ctx.out_dir / "helm_model_uri.txt").write_text(uri + "\n")
         log.info("HeLM pyfunc model: %s", uri)
