@@ -241,33 +241,40 @@ def _helm_checkpoint(helm_dir: Path) -> Path | None:
     return ckpt if ckpt.exists() else None
 
 
-def explanations_stage(ctx: RunContext, cohort_dir: Path, dirs: dict[str, Path | None]) -> Path:
-    """Tabular SHAP index (baselines) and HeLM explanations (SHAP, integrated gradients, ablation)."""
+def tabular_explanations_stage(ctx: RunContext, baselines_dir: Path, evaluation_dir: Path) -> Path:
+    """The report's index of the best baseline's SHAP plots per trait (the plots come with the baselines)."""
+    key = stage_key(EXPLAIN_STAGE_VERSION, stamp_key(baselines_dir), stamp_key(evaluation_dir))
+    return ctx.stage("explanations/tabular", key,
+                     lambda tmp: _tabular_shap_index(baselines_dir, evaluation_dir, tmp))
+
+
+def helm_explanations_stage(ctx: RunContext, cohort_dir: Path, encoder_dir: Path, helm_dir: Path) -> Path | None:
+    """HeLM explanations (modality ablation, record SHAP, curve integrated gradients) of the text+spiro row.
+
+    A stage of its own, keyed on the HeLM and encoder stages only, so that a baselines change does not
+    recompute these (the most expensive explanations: one LLM forward per perturbed record).
+    """
     cfg = ctx.cfg
-    present = {k: v for k, v in dirs.items() if v is not None}
-    key = stage_key(EXPLAIN_STAGE_VERSION, sorted((k, stamp_key(v)) for k, v in present.items()),
+    ckpt = _helm_checkpoint(helm_dir)
+    if ckpt is None:
+        log.info("explanations: no trained helm:text+spiro row in this run; HeLM explanations skipped")
+        return None
+    from experiments.explain_helm import HeLMExplainSettings, explain_helm_run
+
+    try:
+        settings = HeLMExplainSettings(**cfg.explanations.helm)
+    except TypeError as exc:
+        raise SpirolmInputError(f"invalid explanations.helm setting: {exc}", field="explanations.helm") from None
+    key = stage_key(EXPLAIN_STAGE_VERSION, stamp_key(cohort_dir), stamp_key(encoder_dir), stamp_key(helm_dir),
                     cfg.to_dict()["explanations"], cfg.seed, cfg.helm.llm)
 
     def build(tmp: Path) -> None:
-        if "baselines" in present and "evaluation" in present:
-            _tabular_shap_index(present["baselines"], present["evaluation"], tmp / "tabular")
-        helm_dir, encoder_dir = present.get("helm"), present.get("encoder")
-        ckpt = _helm_checkpoint(helm_dir) if helm_dir is not None else None
-        if ckpt is None or encoder_dir is None:
-            log.info("explanations: no trained HeLM checkpoint in this run; HeLM explanations skipped")
-            return
-        from experiments.explain_helm import HeLMExplainSettings, explain_helm_run
-
-        try:
-            settings = HeLMExplainSettings(**cfg.explanations.helm)
-        except TypeError as exc:
-            raise SpirolmInputError(f"invalid explanations.helm setting: {exc}", field="explanations.helm") from None
         eids = pd.read_parquet(helm_dir / "predictions_test.parquet", columns=["eid"])["eid"].to_numpy()
         explain_helm_run(ckpt, encoder_dir / "encoder" / "encoder.pt", cohort_dir,
-                         eids[: cfg.explanations.max_participants], tmp / "helm", llm_spec=cfg.helm.llm,
+                         eids[: cfg.explanations.max_participants], tmp, llm_spec=cfg.helm.llm,
                          settings=settings, seed=cfg.seed)
 
-    return ctx.stage("explanations", key, build)
+    return ctx.stage("explanations/helm", key, build)
 
 
 def _log_job_outputs(ctx: RunContext, report: Path | None, helm_dir: Path | None, encoder_dir: Path | None) -> None:
@@ -382,8 +389,10 @@ def _run_stages(ctx: RunContext) -> dict:
         (report / "comparison_helm.md").write_text(comparison)
         summary += "\n\n## With the LLM rows (HeLM test subsample)\n\n" + comparison
     if cfg.explanations.enabled:
-        explanations_stage(ctx, cohort_dir, {"baselines": baselines_dir, "evaluation": eval_dir, "helm": helm_dir,
-                                             "encoder": encoder_dir})
+        if baselines_dir is not None and eval_dir is not None:
+            tabular_explanations_stage(ctx, baselines_dir, eval_dir)
+        if helm_dir is not None and encoder_dir is not None:
+            helm_explanations_stage(ctx, cohort_dir, encoder_dir, helm_dir)
     return {"cohort": cohort_dir, "description": desc, "summary": summary, "helm": helm_dir, "encoder": encoder_dir}
 
 
