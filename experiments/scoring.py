@@ -31,13 +31,11 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -49,6 +47,8 @@ from tqdm.auto import tqdm
 from experiments.helm_pyfunc import (
     BLOWS_COLUMN, COVARIATE_COLUMNS, NUMERIC_COVARIATES, TEXT_COVARIATES, risk_column,
 )
+from experiments.tracking import check_tracking_server
+from llm_bridge.llm import file_sha256
 from signals.errors import SpirolmInputError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ MODEL_CACHE = "_model"
 MANIFEST_FORMAT = "spirolm-scores-v1"
 ENGINES = ("local", "ray")
 _BLOW_COLUMNS = ["eid", "instance", "blow_index", "volume_ml"]
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,6 @@ class ResolvedModel:
 
 
 # ----------------------------------------------------------------------------- hashing and files
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -255,20 +245,6 @@ def resolve_source(source: str | Path, out_dir: Path, *, progress: bool | None =
     return target
 
 
-def _check_tracking_server(uri: str) -> None:
-    """Fail fast (one line) when an http(s) tracking server does not answer, instead of MLflow's long retries."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname or "localhost", port), timeout=5).close()
-    except OSError as exc:
-        raise SpirolmInputError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc}); nothing was "
-                                "written - start the server, set MLFLOW_TRACKING_URI, or pass a local model "
-                                "directory", field="model") from None
-
-
 def _registry_version(uri: str, tracking_uri: str) -> str:
     """Version number behind ``models:/name/<version|alias|latest>``."""
     rest = uri.removeprefix("models:/").strip("/")
@@ -324,7 +300,8 @@ def resolve_model(model: str | Path, out_dir: Path) -> ResolvedModel:
     from experiments.tracking import resolve_tracking_uri
 
     tracking = resolve_tracking_uri()
-    _check_tracking_server(tracking)
+    check_tracking_server(tracking, hint="nothing was written - start the server, set MLFLOW_TRACKING_URI, "
+                                        "or pass a local model directory")
     dest = out_dir / MODEL_CACHE
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)

