@@ -130,6 +130,7 @@ def main() -> None:
         model = save_helm_pyfunc(tmp / "model", encoder_checkpoint=encoder, helm_checkpoint=ckpt, llm=None)
         del helm, llm
         rows = []
+        load_before = os.getloadavg()[0]
         for engine in args.engines:
             row = run_engine(engine, cohort, model, tmp / f"out_{engine}", args)
             row["prompt_tokens"] = tokens
@@ -152,7 +153,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "torch_threads": default_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "device": args.device, "dtype": args.dtype,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "note": "2-core reference machine shared with other jobs during the run (contended)"},
+                    "note": f"1-min load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run "
+                            f"on {os.cpu_count()} CPUs (above the CPU count: other jobs shared the cores)"},
         "settings": {"n": args.n, "chunk_size": args.chunk_size, "batch_size": args.batch_size, "traits": list(traits)},
         "rows": rows,
         "ratio_ray_over_local": (round(rows[1]["participants_per_s"] / rows[0]["participants_per_s"], 2)
