@@ -128,6 +128,7 @@ def test_registered_model_uri_scores_like_the_local_directory(parts, reference, 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("scoring-test")  # not the experiment id an earlier test of this worker left active
     with mlflow.start_run() as run:
         model_uri = log_helm_pyfunc(encoder_checkpoint=parts.encoder, helm_checkpoint=parts.helm, llm=str(parts.llm_dir),
                                     registered_model_name="helm_test")
