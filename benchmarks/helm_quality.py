@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--soft-tokens", type=int, default=d.num_soft_tokens)
+    ap.add_argument("--tokens-per-trait", action=argparse.BooleanOptionalAction, default=d.tokens_per_trait)
+    ap.add_argument("--projector-init", choices=["random", "probe"], default=d.projector_init)
+    ap.add_argument("--distill", type=float, default=d.distill_weight, help="distillation weight")
     ap.add_argument("--class-weight", default=d.class_weight)
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = HeLMStageSettings(llm=args.llm, rows=tuple(args.rows), max_train=args.max_train, max_val=args.max_val,
                                  max_eval=args.max_eval, max_epochs=args.epochs, batch_size=args.batch_size,
-                                 lr=args.lr, num_soft_tokens=args.soft_tokens, class_weight=args.class_weight,
+                                 lr=args.lr, num_soft_tokens=args.soft_tokens,
+                                 tokens_per_trait=args.tokens_per_trait, projector_init=args.projector_init,
+                                 distill_weight=args.distill, class_weight=args.class_weight,
                                  log_mlflow=False)
     cohort = args.run / "cohort"
     embeddings = args.run / "encoder" / "embeddings.parquet"

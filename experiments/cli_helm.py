@@ -34,6 +34,9 @@ def train_helm_command(
     soft_tokens: Annotated[int, typer.Option(help="Spirogram soft tokens k.")] = 4,
     projector: Annotated[str, typer.Option(help="Projector spec: linear | mlp<N>x_gelu.")] = "mlp2x_gelu",
     lora_r: Annotated[int, typer.Option(help="LoRA rank (0 = frozen LLM only; >0 trains on full sequences).")] = 0,
+    tokens_per_trait: Annotated[bool, typer.Option(help="One set of k soft tokens per trait (else one shared set).")] = True,
+    projector_init: Annotated[str, typer.Option(help="random | probe (start from a logistic-regression probe of the embeddings).")] = "probe",
+    distill: Annotated[float, typer.Option(help="Weight of distilling the embedding probe's logits (0 = labels only).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
 ) -> None:
     """Train one HeLM variant (frozen LLM + projector) and print its validation AUROC and checkpoint."""
@@ -41,8 +44,9 @@ def train_helm_command(
     from llm_bridge.model import HeLMConfig
 
     cfg = HeLMTrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, max_train=max_train, max_eval=max_eval,
-                          seed=seed)
-    helm_cfg = HeLMConfig(num_soft_tokens=soft_tokens, projector=projector, lora_r=lora_r)
+                          distill_weight=distill, seed=seed)
+    helm_cfg = HeLMConfig(num_soft_tokens=soft_tokens, projector=projector, lora_r=lora_r,
+                          tokens_per_trait=tokens_per_trait, projector_init=projector_init)
     run = train_helm(cohort, encoder_ref=encoder, embeddings=embeddings, llm=llm, variant=variant, out_dir=out,
                      cfg=cfg, helm_cfg=helm_cfg)
     console.print(f"{run.method}: best val AUROC {run.best_val_auroc:.3f} (epoch {run.best_epoch}), "
@@ -92,7 +96,7 @@ def chat_command(
         if hit.empty:
             raise SpirolmInputError("participant has no spirogram embedding", file=embeddings, eid=eid)
         with torch.no_grad():
-            soft = helm.projector(torch.tensor(hit[list(EMBEDDING_COLUMNS)].to_numpy(), dtype=torch.float32))
+            soft = helm.spirogram_tokens(torch.tensor(hit[list(EMBEDDING_COLUMNS)].to_numpy(), dtype=torch.float32))
     kwargs = {"serializer": serializer} if serializer is not None else {}
     console.print(chat_answer(loaded, row, question, soft_tokens=soft, max_new_tokens=max_new_tokens, **kwargs))
 

@@ -92,20 +92,6 @@ def prefix_ids(helm: HeLM, rows: pd.DataFrame, mods: Modalities = FULL) -> list[
     return text_prefixes(helm.tokenizer, [""] * len(rows), helm.cfg.prompt, with_intro=False)
 
 
-def soft_tokens(helm: HeLM, batch: int, embedding: torch.Tensor | None, tab: torch.Tensor | None,
-                mods: Modalities = FULL) -> torch.Tensor | None:
-    """``(B, n, d)`` soft tokens in prompt order (soft prompt, tabular, spirogram) for ``mods``."""
-    device = helm.llm.device
-    parts = []
-    if helm.soft_prompt is not None:
-        parts.append(helm.soft_prompt(batch))
-    if helm.tab_projector is not None and mods.record:
-        parts.append(helm.tab_projector(tab.to(device).float()))
-    if helm.projector is not None and mods.spiro:
-        parts.append(helm.projector(embedding.to(device).float()))
-    return torch.cat(parts, dim=1).to(helm.llm.dtype) if parts else None
-
-
 def encode_prefix_or_none(helm: HeLM, prefixes: Sequence[Sequence[int]]) -> PrefixState | None:
     """The no-grad prefix KV cache, or None under LoRA (the prefix then depends on trained weights)."""
     return None if helm.uses_lora else helm.encode_prefix(prefixes)
@@ -128,12 +114,14 @@ def score_risks(helm: HeLM, prefixes: Sequence[Sequence[int]], embedding: torch.
     """
     device = helm.llm.device
     batch = len(prefixes)
-    soft = soft_tokens(helm, batch, embedding, tab, mods)
+    embedding = None if embedding is None else embedding.to(device)
+    tab = None if tab is None else tab.to(device)
     embed = helm.llm.get_input_embeddings()
     if state is None and not helm.uses_lora:
         state = helm.encode_prefix(prefixes)
     out = []
     for trait in traits or helm.cfg.traits:
+        soft = helm.soft_tokens(batch, embedding, tab, trait=trait, spiro=mods.spiro, record=mods.record)
         template = tail_template(helm, trait, mods)
         if state is None:  # LoRA: full sequences
             ids, mask = pad_left([list(p) + template for p in prefixes], helm.pad_id, device)

@@ -33,15 +33,26 @@ class HeLMModule(L.LightningModule):
         use_prefix_cache: train through the no-grad prefix KV cache (ignored under LoRA).
         kv_store_bytes: memory budget of the per-participant prefix store (0 = recompute each epoch).
         gradient_checkpointing: recompute LLM activations in backward (full-sequence path only).
+        teacher: ``(weight (T, E), bias (T,))`` of a linear probe of the spirogram embedding (its
+            logits are the distillation targets); distill_weight: weight of the distillation term,
+            the mean squared difference between the LLM's yes-minus-no logit and the probe's logit.
+            Why: a label says only yes or no, and with 10 % cases most participants of a small
+            training set say "no" to every trait; the probe's logit grades every participant on
+            every trait, so each step carries far more signal about where to write in token space.
     """
 
     def __init__(self, helm: HeLM, *, lr: float = 1e-3, weight_decay: float = 0.0,
                  pos_weight: torch.Tensor | None = None, use_prefix_cache: bool = True,
-                 kv_store_bytes: int = 3 << 30, gradient_checkpointing: bool = False) -> None:
+                 kv_store_bytes: int = 3 << 30, gradient_checkpointing: bool = False,
+                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None, distill_weight: float = 0.0) -> None:
         super().__init__()
         self.helm = helm
         self.lr, self.weight_decay = lr, weight_decay
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(len(helm.cfg.traits)))
+        if distill_weight > 0 and teacher is None:
+            raise ValueError("distill_weight > 0 needs a teacher probe")
+        self.distill_weight = distill_weight
+        self.teacher = teacher
         self.use_prefix_cache = use_prefix_cache and not helm.uses_lora
         if use_prefix_cache and helm.uses_lora:
             log.info("LoRA adapts the LLM, so the text prefix is not constant: training on full sequences")
@@ -67,6 +78,12 @@ class HeLMModule(L.LightningModule):
                                        full_vocab=full_vocab)
         loss = self.helm.loss(out, batch["labels"], self.pos_weight)
         pairs = self.helm._pairs(out) if full_vocab else out
+        if self.distill_weight > 0 and self.teacher is not None and train:
+            weight, bias = (t.to(pairs.device) for t in self.teacher)
+            target = batch["embedding"].to(pairs.device).float() @ weight.T + bias  # (B, T) probe logits
+            distill = ((pairs[..., 1] - pairs[..., 0]) - target).pow(2).mean()
+            self.log("train/distill", distill, on_step=False, on_epoch=True, batch_size=len(batch["eid"]))
+            loss = loss + self.distill_weight * distill
         return loss, pairs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -93,7 +110,9 @@ class HeLMModule(L.LightningModule):
         mean = float(torch.tensor(scores).nanmean())
         self.log("val/auroc_mean", mean, prog_bar=True)
         if not self.trainer.sanity_checking and mean > self.best_score:
-            self.best_score, self.best_epoch = mean, int(self.current_epoch)
+            # epoch -1: a validation before training (the initial weights are a candidate)
+            initial = self.trainer.state.fn == "validate"
+            self.best_score, self.best_epoch = mean, -1 if initial else int(self.current_epoch)
             self.best_state = copy.deepcopy(self.helm.trainable_state_dict())
 
     def on_train_epoch_end(self) -> None:

@@ -60,9 +60,11 @@ class HeLMStageSettings:
         max_val: validation participants scored after every epoch (best epoch kept).
         max_eval: test participants scored by every HeLM row (seeded subsample of the test split
             with a spirogram embedding); None = all of them (hours on CPU, minutes on a GPU).
-        max_epochs, batch_size, lr, class_weight: optimisation (see
+        max_epochs, batch_size, lr, distill_weight, class_weight: optimisation (see
             :class:`experiments.train_helm.HeLMTrainConfig`).
         num_soft_tokens: spirogram soft tokens ``k``.
+        projector_init: ``random`` or ``probe`` (see :class:`llm_bridge.model.HeLMConfig`).
+        tokens_per_trait: one set of ``k`` soft tokens per trait (see :class:`llm_bridge.model.HeLMConfig`).
         few_shot_k: in-context examples of the few-shot row.
         prompt_tuning_tokens: soft-prompt length of the prompt-tuned row.
         kv_store_gb: memory for per-participant prefix KV across epochs (~8 MB per participant).
@@ -81,8 +83,11 @@ class HeLMStageSettings:
     max_epochs: int = 2
     batch_size: int = 16
     lr: float = 3e-3
+    distill_weight: float = 1.0
     class_weight: str = "balanced"
     num_soft_tokens: int = 4
+    tokens_per_trait: bool = True
+    projector_init: str = "probe"
     few_shot_k: int = 4
     prompt_tuning_tokens: int = 8
     kv_store_gb: float = 3.0
@@ -105,6 +110,7 @@ class HeLMStageSettings:
     def train_config(self, seed: int) -> HeLMTrainConfig:
         """The :class:`HeLMTrainConfig` these settings stand for (val/test are capped here, not there)."""
         return HeLMTrainConfig(max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
+                               distill_weight=self.distill_weight,
                                class_weight=self.class_weight, max_train=self.max_train, max_eval=None,
                                kv_store_bytes=int(self.kv_store_gb * (1 << 30)),
                                prompt_tuning_tokens=self.prompt_tuning_tokens, few_shot_k=self.few_shot_k,
@@ -215,7 +221,8 @@ def helm_stage_scores(
     t0 = time.perf_counter()
     loaded = llm if llm is not None else load_llm(settings.llm)
     seconds["load_llm"] = time.perf_counter() - t0
-    base = HeLMConfig(traits=tuple(traits), num_soft_tokens=settings.num_soft_tokens, seed=seed)
+    base = HeLMConfig(traits=tuple(traits), num_soft_tokens=settings.num_soft_tokens,
+                      tokens_per_trait=settings.tokens_per_trait, projector_init=settings.projector_init, seed=seed)
     scores: dict[str, pd.DataFrame] = {}
     rows_dir = out / "rows"
     rows_dir.mkdir(exist_ok=True)

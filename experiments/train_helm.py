@@ -24,12 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.evaluation import ComparisonResult, compare_methods
+from experiments.features import EMBEDDING_COLUMNS
 from experiments.helm_data import (
     HeLMDataModule, HeLMDataset, HeLMTable, build_table, join_embeddings, load_embedding_frame, read_helm_participants,
 )
 from experiments.helm_module import HeLMModule
 from llm_bridge.llm import LoadedLLM, configure_threads, load_llm
 from llm_bridge.model import HeLM, HeLMConfig
+from llm_bridge.projector import fit_embedding_probe
 from llm_bridge.prompt import few_shot_block, select_few_shot
 from llm_bridge.readout import risk
 from llm_bridge.serialize import TabularScaler, serialize_records
@@ -53,6 +55,9 @@ class HeLMTrainConfig:
 
     Attributes:
         max_epochs, batch_size, lr, weight_decay: optimisation.
+        distill_weight: weight of distilling a logistic-regression probe of the train split's
+            embeddings into the LLM's yes/no logit (spirogram variants; see
+            :class:`experiments.helm_module.HeLMModule`); 0 = labels only.
         class_weight: ``balanced`` (cases weighted n_neg/n_pos per trait) or ``none``.
         max_train: cap on training participants (seeded subsample) - the CPU budget knob.
         max_eval: cap on validation and test participants (seeded subsample; None = all).
@@ -72,6 +77,7 @@ class HeLMTrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
+    distill_weight: float = 1.0
     class_weight: str = "balanced"
     max_train: int | None = None
     max_eval: int | None = None
@@ -232,14 +238,24 @@ def train_variant(
     train_rows = participants[participants["split"] == "train"]
     scaler = TabularScaler.fit(train_rows) if helm_cfg.uses_tabmlp else None
     helm = HeLM(llm, replace(helm_cfg, seed=cfg.seed), scaler)
+    probe = None
+    if helm.projector is not None and (helm_cfg.projector_init == "probe" or cfg.distill_weight > 0):
+        emb = train_rows[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)
+        probe = fit_embedding_probe(emb, train_rows[list(helm.cfg.traits)].to_numpy(dtype=float),
+                                    balanced=cfg.class_weight == "balanced")
+        if helm_cfg.projector_init == "probe":
+            helm.projector.init_from_probe(*probe)
     dm = HeLMDataModule(helm, participants, batch_size=cfg.batch_size, seed=cfg.seed, max_train=cfg.max_train)
     pos_weight = dm.pos_weight() if cfg.class_weight == "balanced" else None
     module = HeLMModule(helm, lr=cfg.lr, weight_decay=cfg.weight_decay, pos_weight=pos_weight,
                         use_prefix_cache=cfg.use_prefix_cache, kv_store_bytes=cfg.kv_store_bytes,
-                        gradient_checkpointing=cfg.gradient_checkpointing)
+                        gradient_checkpointing=cfg.gradient_checkpointing, teacher=probe,
+                        distill_weight=cfg.distill_weight if probe is not None else 0.0)
     logger = _mlflow_logger(cohort_dir, method, tracking_uri) if cfg.log_mlflow and cohort_dir is not None else None
     trainer = _trainer(cfg, out_dir, logger)
     t0 = time.perf_counter()
+    if helm_cfg.projector_init == "probe":  # the initialisation is already a model: it may be the best one
+        trainer.validate(module, datamodule=dm, verbose=False)
     trainer.fit(module, datamodule=dm)
     seconds = time.perf_counter() - t0
     steps = max(1, int(trainer.global_step))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,6 +96,71 @@ class SoftTokenProjector(nn.Module):
                                     f"{tuple(features.shape)}", field="embedding")
         tokens = self.mlp(features).view(features.shape[0], self.num_tokens, self.d_model)  # (B, k, d)
         return self.norm(tokens) * self.scale
+
+
+    @torch.no_grad()
+    def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start from a linear probe of the features: its logits feed the MLP, the output starts constant.
+
+        Why: trained from a random start, the projector has to find *what* to say (a risk score of
+        the embedding) and *where* in the LLM's token space saying it moves the answer, at once; the
+        two are learnt slowly together (a bilinear start). A logistic-regression probe of the
+        embedding already knows what to say. Hidden units ``2s`` and ``2s+1`` get ``+probe_s`` and
+        ``-probe_s`` (``GELU(x) - GELU(-x) = x``, so the MLP can pass the logit through unchanged);
+        the output layer starts at zero (a constant soft token, as ReZero / zero-conv starts), so
+        the first gradient steps only have to learn where to write each probe logit.
+
+        Args:
+            weight: ``(S, in_dim)`` probe weights on the raw features; ``bias``: ``(S,)``.
+
+        Raises:
+            SpirolmInputError: the projector is not ``mlp2x_gelu``-shaped or too narrow for ``2S`` units.
+        """
+        layers = list(self.mlp.children()) if isinstance(self.mlp, nn.Sequential) else []
+        if len(layers) != 3 or not isinstance(layers[1], nn.GELU):
+            raise SpirolmInputError(f"probe initialisation needs an 'mlp2x_gelu' projector, not {self.spec!r}",
+                                    field="projector_init")
+        first, last = layers[0], layers[2]
+        n = weight.shape[0]
+        if weight.shape[1] != self.in_dim or 2 * n > first.out_features:
+            raise SpirolmInputError(f"probe of shape {tuple(weight.shape)} does not fit a projector with input "
+                                    f"{self.in_dim} and hidden width {first.out_features}", field="projector_init")
+        for j in range(n):
+            first.weight[2 * j], first.bias[2 * j] = weight[j], bias[j]
+            first.weight[2 * j + 1], first.bias[2 * j + 1] = -weight[j], -bias[j]
+        last.weight.zero_()
+
+
+def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1, *,
+                        balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-trait L2 logistic regressions of ``labels (N, S)`` (NaN = unknown) on ``features (N, F)``.
+
+    ``balanced`` weights the classes as the HeLM loss does (so the probe's logits are on the scale
+    the LLM is trained to).
+
+    Returns ``(weight (S, F), bias (S,))`` on the raw feature scale (the standardisation used for
+    fitting is folded in), for :meth:`SoftTokenProjector.init_from_probe`.
+
+    Raises:
+        SpirolmInputError: a trait without both classes among its known labels.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(features)
+    x = scaler.transform(features)
+    weights, biases = [], []
+    for j in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, j])
+        y = labels[known, j]
+        if len(np.unique(y)) < 2:
+            raise SpirolmInputError("probe initialisation needs cases and controls of every trait in the train split",
+                                    field=f"label {j}")
+        lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if balanced else None).fit(x[known], y)
+        w = lr.coef_[0] / scaler.scale_
+        weights.append(w)
+        biases.append(lr.intercept_[0] - float(np.dot(w, scaler.mean_)))
+    return torch.tensor(np.array(weights), dtype=torch.float32), torch.tensor(np.array(biases), dtype=torch.float32)
 
 
 class SoftPrompt(nn.Module):

@@ -27,7 +27,7 @@ from encoder_fixtures import build_tiny_cohort
 
 torch.set_num_threads(1)
 CHANNELS = ("flow_volume", "flow_volume_norm")
-SMALL = HeLMExplainSettings(shap_examples=2, shap_background=2, ig_examples=2, ig_steps=48, ig_baseline_sample=20,
+SMALL = HeLMExplainSettings(shap_examples=2, shap_background=2, ig_examples=2, ig_steps=128, ig_baseline_sample=20,
                             batch_size=8)
 
 
@@ -48,7 +48,7 @@ def setup(tmp_path_factory):
         net.backbone.embed.weight.div_(spread)
     encoder = save_encoder(net, root / "encoder")
     llm = load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))
-    ckpt = HeLM(llm, HeLMConfig(variant="text+spiro", num_soft_tokens=2, seed=0)).save_checkpoint(root / "ts.pt")
+    ckpt = HeLM(llm, HeLMConfig(variant="text+spiro", num_soft_tokens=4, seed=0)).save_checkpoint(root / "ts.pt")
     p = pd.read_parquet(cohort / "participants.parquet")
     test_eids = p.loc[(p["split"] == "test") & (p["qc_status"] != "fail"), "eid"].astype(int).tolist()
     return {"root": root, "cohort": cohort, "encoder": encoder, "llm": llm, "ckpt": ckpt, "eids": test_eids,
