@@ -31,17 +31,21 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
+from experiments.features import EMBEDDING_COLUMNS
 from experiments.evaluation import ComparisonResult, compare_methods
 from experiments.helm_stage import HeLMStageSettings, helm_stage_scores, restrict_to_eids
 from experiments.train_helm import ROW_TEXT_SPIRO
+from llm_bridge.projector import fit_embedding_probe
 from signals.errors import SpirolmInputError
 
 OUT = Path(__file__).resolve().parent / "results" / "helm_quality"
 ORACLE_MARGIN = 0.03
 ENCODER = "encoder (spirogram only)"
+PROBE = "embedding probe (distillation teacher)"
 
 
 def other_methods(run: Path, traits: list[str]) -> dict[str, pd.DataFrame]:
@@ -60,6 +64,20 @@ def other_methods(run: Path, traits: list[str]) -> dict[str, pd.DataFrame]:
         cols = {f"risk_{t}": t for t in traits if f"risk_{t}" in e.columns}
         methods[ENCODER] = e[["eid", *cols]].rename(columns=cols).reset_index(drop=True)
     return methods
+
+
+def probe_scores(run: Path, traits: list[str], balanced: bool) -> pd.DataFrame:
+    """Test risks of the logistic-regression probe of the embeddings that HeLM's projector starts from
+    and is distilled toward (:func:`llm_bridge.projector.fit_embedding_probe`, fitted on the train split):
+    the level a faithful copy of the probe would reach."""
+    p = pd.read_parquet(run / "cohort" / "participants.parquet")
+    rows = p.merge(pd.read_parquet(run / "encoder" / "embeddings.parquet"), on="eid")
+    train, test = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
+    weight, bias = fit_embedding_probe(train[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32),
+                                       train[traits].to_numpy(dtype=float), balanced=balanced)
+    logits = torch.from_numpy(test[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)) @ weight.T + bias
+    return pd.DataFrame({"eid": test["eid"].to_numpy(), **{t: torch.sigmoid(logits[:, j]).numpy()
+                                                           for j, t in enumerate(traits)}})
 
 
 def bar_checks(result: ComparisonResult, baselines: list[str], row: str = ROW_TEXT_SPIRO) -> list[dict]:
@@ -120,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     p = pd.read_parquet(cohort / "participants.parquet")
     usable = p[(p["split"] == "test") & (p["qc_status"] != "fail")].reset_index(drop=True)
     others = other_methods(args.run, list(stage.traits))
+    others[PROBE] = probe_scores(args.run, list(stage.traits), balanced=settings.class_weight == "balanced")
     keep, methods = restrict_to_eids(usable, {**others, **stage.scores}, stage.eval_eids)
     result = compare_methods(keep, methods, list(stage.traits), n_bootstrap=args.n_bootstrap, seed=args.seed)
-    baselines = [m for m in others if m != ENCODER]
+    baselines = [m for m in others if m not in (ENCODER, PROBE)]
     checks = bar_checks(result, baselines)
     report = {
         "command": "python benchmarks/helm_quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
