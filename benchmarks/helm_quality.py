@@ -74,7 +74,7 @@ def probe_scores(run: Path, traits: list[str], balanced: bool) -> pd.DataFrame:
     rows = p.merge(pd.read_parquet(run / "encoder" / "embeddings.parquet"), on="eid")
     train, test = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
     weight, bias = fit_embedding_probe(train[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32),
-                                       train[traits].to_numpy(dtype=float), balanced=balanced)
+                                       train[traits].to_numpy(dtype=float), balanced=balanced, names=traits)
     logits = torch.from_numpy(test[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)) @ weight.T + bias
     return pd.DataFrame({"eid": test["eid"].to_numpy(), **{t: torch.sigmoid(logits[:, j]).numpy()
                                                            for j, t in enumerate(traits)}})

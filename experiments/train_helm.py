@@ -242,7 +242,7 @@ def train_variant(
     if helm.projector is not None and (helm_cfg.projector_init == "probe" or cfg.distill_weight > 0):
         emb = train_rows[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)
         probe = fit_embedding_probe(emb, train_rows[list(helm.cfg.traits)].to_numpy(dtype=float),
-                                    balanced=cfg.class_weight == "balanced")
+                                    balanced=cfg.class_weight == "balanced", names=helm.cfg.traits)
         if helm_cfg.projector_init == "probe":
             helm.projector.init_from_probe(*probe)
     dm = HeLMDataModule(helm, participants, batch_size=cfg.batch_size, seed=cfg.seed, max_train=cfg.max_train)

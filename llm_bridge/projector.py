@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -131,12 +132,12 @@ class SoftTokenProjector(nn.Module):
         last.weight.zero_()
 
 
-def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1, *,
-                        balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1, *, balanced: bool = False,
+                        names: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-trait L2 logistic regressions of ``labels (N, S)`` (NaN = unknown) on ``features (N, F)``.
 
     ``balanced`` weights the classes as the HeLM loss does (so the probe's logits are on the scale
-    the LLM is trained to).
+    the LLM is trained to). ``names`` are the traits of the label columns (for error messages).
 
     Returns ``(weight (S, F), bias (S,))`` on the raw feature scale (the standardisation used for
     fitting is folded in), for :meth:`SoftTokenProjector.init_from_probe`.
@@ -155,7 +156,7 @@ def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1
         y = labels[known, j]
         if len(np.unique(y)) < 2:
             raise SpirolmInputError("probe initialisation needs cases and controls of every trait in the train split",
-                                    field=f"label {j}")
+                                    field=names[j] if names is not None else f"label column {j}")
         lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if balanced else None).fit(x[known], y)
         w = lr.coef_[0] / scaler.scale_
         weights.append(w)

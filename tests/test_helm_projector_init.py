@@ -76,8 +76,9 @@ def test_fit_embedding_probe_ranks_cases_and_refuses_one_class():
     assert roc_auc_score(y[:, 0], logits[:, 0]) > 0.85
     known = ~np.isnan(y[:, 1])
     assert roc_auc_score(y[known, 1], logits[known, 1]) > 0.85
-    with pytest.raises(SpirolmInputError, match="cases and controls"):
-        fit_embedding_probe(x, np.zeros((400, 1)))
+    with pytest.raises(SpirolmInputError, match="cases and controls") as err:
+        fit_embedding_probe(x, np.zeros((400, 1)), names=["asthma"])
+    assert "asthma" in str(err.value)
 
 
 def test_distillation_adds_the_probe_logit_error_to_the_loss(llama):
