@@ -25,6 +25,7 @@ CHANNEL_AXES = {
     "flow_volume": ("volume (L)", "flow (L/s)", lambda n: np.linspace(0.0, MAX_VOLUME_L, n)),
     "flow_volume_norm": ("volume / FVC", "flow / PEF", lambda n: np.linspace(0.0, 1.0, n)),
     "volume_time": ("time (s)", "volume (L)", lambda n: np.arange(n) / SAMPLE_RATE_HZ),
+    "position": ("grid position", "position (CoordConv)", lambda n: np.linspace(0.0, 1.0, n)),
 }
 VARIANT_LABELS = {"risk_full": "full", "risk_no_spiro": "no spirogram", "risk_no_text": "no record"}
 

@@ -111,6 +111,14 @@ class SoftTokenProjector(nn.Module):
         the output layer starts at zero (a constant soft token, as ReZero / zero-conv starts), so
         the first gradient steps only have to learn where to write each probe logit.
 
+        Every other hidden unit starts (and, with a zero output layer, stays) at exactly zero: the
+        projector becomes a probe bottleneck. Why: Adam moves every output weight by about the
+        learning rate per step whatever its gradient's size, so after a few steps hundreds of random
+        hidden units write as much as the probe units do. Measured on the main job's HeLM (576 hidden
+        units, 20 steps): the random units put 20x more participant-to-participant variance into the
+        soft tokens than the probe units did, and the LLM's answer followed that noise
+        (docs/llm_bridge.md, "Fourth session"). The probe units' input weights still train.
+
         Args:
             weight: ``(S, in_dim)`` probe weights on the raw features; ``bias``: ``(S,)``.
 
@@ -126,6 +134,8 @@ class SoftTokenProjector(nn.Module):
         if weight.shape[1] != self.in_dim or 2 * n > first.out_features:
             raise SpirolmInputError(f"probe of shape {tuple(weight.shape)} does not fit a projector with input "
                                     f"{self.in_dim} and hidden width {first.out_features}", field="projector_init")
+        first.weight.zero_()
+        first.bias.zero_()
         for j in range(n):
             first.weight[2 * j], first.bias[2 * j] = weight[j], bias[j]
             first.weight[2 * j + 1], first.bias[2 * j + 1] = -weight[j], -bias[j]

@@ -33,10 +33,10 @@ CURVE_POINTS = 1000
 """Samples per curve: 1000 points on 0-6.58 L (flow-volume), on volume/FVC 0-1 (normalised
 flow-volume) or 10 s at 100 Hz (volume-time)."""
 
-KNOWN_CHANNELS = ("flow_volume", "flow_volume_norm", "volume_time")
+KNOWN_CHANNELS = ("flow_volume", "flow_volume_norm", "volume_time", "position")
 """Curve channels ``signals.curves.curves_batch`` can build (``signals.curves.CHANNELS``), in the
 order the encoder stacks them: ML-based COPD's flow-volume first, then spirolm's size-free shape
-channel (flow/PEF over volume/FVC), then the volume-time curve. Adding a channel does not change what
+channel (flow/PEF over volume/FVC), then the volume-time curve, then the grid position (CoordConv). Adding a channel does not change what
 an existing state_dict means, so ``ARCH_VERSION`` stays."""
 
 ARCH_VERSION = "spirolm-resnet18d-1d/v1"

@@ -21,7 +21,7 @@ from signals.encoder import (
 from signals.errors import SpirolmInputError
 
 TWO = ("flow_volume", "volume_time")
-NORM = ("flow_volume", "flow_volume_norm")  # the CPU default profile's channels
+NORM = ("flow_volume", "flow_volume_norm")  # the CPU default profile before the position channel
 ALL = ("flow_volume", "flow_volume_norm", "volume_time")
 
 

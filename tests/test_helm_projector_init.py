@@ -56,8 +56,16 @@ def test_probe_init_passes_the_probe_logits_through_and_starts_constant():
     x = torch.randn(5, 8)
     h = proj.mlp[1](proj.mlp[0](x))
     torch.testing.assert_close(h[:, 0::2][:, :2] - h[:, 1::2][:, :2], x @ w.T + b)  # GELU(z) - GELU(-z) = z
+    assert torch.all(h[:, 4:] == 0)  # every other hidden unit is silent: a probe bottleneck
     tokens = proj(x)
     torch.testing.assert_close(tokens, tokens[:1].expand_as(tokens))  # zero output layer: constant tokens
+    opt = torch.optim.Adam(proj.parameters(), lr=1e-2)
+    for _ in range(3):  # Adam would move any weight with a nonzero gradient by ~lr: the silent units stay silent
+        opt.zero_grad()
+        proj(x).pow(3).sum().backward()
+        opt.step()
+    assert torch.all(proj.mlp[0].weight[4:] == 0) and torch.all(proj.mlp[2].weight[:, 4:] == 0)
+    assert proj.mlp[2].weight[:, :4].abs().sum() > 0  # while the probe units learn where to write
     with pytest.raises(SpirolmInputError, match="mlp2x_gelu"):
         SoftTokenProjector(8, 16, 2, "linear").init_from_probe(w, b)
     with pytest.raises(SpirolmInputError, match="does not fit"):

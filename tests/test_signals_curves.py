@@ -161,6 +161,8 @@ def test_volume_time_curve_pads_with_last_value_and_truncates() -> None:
         ("volume_time", "flow_volume"),
         ("flow_volume", "flow_volume_norm"),
         ("flow_volume_norm", "volume_time", "flow_volume"),
+        ("position", "flow_volume"),
+        ("flow_volume", "flow_volume_norm", "position"),
     ],
 )
 def test_batch_equals_per_blow_functions(channels: tuple[str, ...], monkeypatch) -> None:
@@ -172,6 +174,7 @@ def test_batch_equals_per_blow_functions(channels: tuple[str, ...], monkeypatch)
         "flow_volume": flow_volume_curve,
         "flow_volume_norm": flow_volume_norm_curve,
         "volume_time": volume_time_curve,
+        "position": lambda b: np.linspace(0, 1, 1000, dtype=np.float32),
     }
     for c, name in enumerate(channels):
         expected = np.stack([per_blow[name](b) for b in blows])
