@@ -55,6 +55,7 @@ from experiments.explain_helm_core import (
 from experiments.explain_helm_plots import plot_ablation, plot_curve_attribution, plot_shap_bar, plot_shap_waterfall
 from llm_bridge.llm import LoadedLLM, configure_threads, load_llm
 from llm_bridge.model import HeLM
+from signals.curves import position_row
 from signals.encoder import SpiroEncoder
 from signals.errors import SpirolmInputError
 
@@ -163,6 +164,19 @@ class HeLMExplainResult:
 
 
 # ----------------------------------------------------------------------------- inputs
+
+
+def ig_reference(ref_curves: np.ndarray, channels: Sequence[str], kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Reference curve ``(C, T)`` of integrated gradients: the mean of ``ref_curves`` or zeros (``kind``).
+
+    The ``position`` channel is the grid coordinate, not airflow, so every reference keeps it as it is:
+    it then gets no attribution, whatever the reference.
+    """
+    reference = (ref_curves.mean(axis=0) if kind == "mean" else np.zeros(shape, np.float32)).astype(np.float32)
+    for k, name in enumerate(channels):
+        if name == "position":
+            reference[k] = position_row(reference.shape[1])
+    return reference
 
 
 def _participants(cohort_dir: Path, eids: Sequence[int], traits: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -417,8 +431,7 @@ def explain_helm_run(helm_checkpoint: Path, encoder_checkpoint: Path, cohort_dir
     # --- integrated gradients
     ig_out: list[tuple[Example, CurveAttribution]] = []
     if helm.cfg.uses_spiro and settings.ig_examples:
-        reference = (ref_curves.mean(axis=0) if settings.ig_baseline == "mean"
-                     else np.zeros(curves.shape[1:], np.float32)).astype(np.float32)
+        reference = ig_reference(ref_curves, encoder.cfg.channels, settings.ig_baseline, curves.shape[1:])
         t0 = time.perf_counter()
         for ex in tqdm(examples[:settings.ig_examples], desc="integrated gradients", unit="example", disable=None):
             i = row_of[ex.eid]

@@ -204,3 +204,17 @@ def test_cli_explain_helm(setup, tmp_path):
     assert parse_eids("1, 2", tmp_path / "ids.txt") == [1, 2, 5, 7]
     with pytest.raises(SpirolmInputError, match="not an integer"):
         parse_eids("1,x", None)
+
+
+def test_the_integrated_gradients_reference_keeps_the_position_channel():
+    from experiments.explain_helm import ig_reference
+    from signals.curves import position_row
+
+    channels = ("flow_volume", "flow_volume_norm", "position")
+    ref = np.random.default_rng(0).normal(size=(4, 3, 50)).astype(np.float32)
+    zeros = ig_reference(ref, channels, "zeros", (3, 50))
+    assert np.all(zeros[:2] == 0)  # no airflow ...
+    np.testing.assert_array_equal(zeros[2], position_row(50))  # ... but the coordinate stays, so it gets no attribution
+    mean = ig_reference(ref, channels, "mean", (3, 50))
+    np.testing.assert_allclose(mean[:2], ref[:, :2].mean(axis=0))
+    np.testing.assert_array_equal(mean[2], position_row(50))
