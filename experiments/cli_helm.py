@@ -27,7 +27,7 @@ def train_helm_command(
     variant: Annotated[str, typer.Option(help="text (prompt-tuned) | text+spiro | tabmlp+spiro.")] = "text+spiro",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/helm"),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Participants per batch.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Participants per batch.")] = 8,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
     max_train: Annotated[Optional[int], typer.Option(help="Cap on training participants (CPU budget).")] = None,
     max_eval: Annotated[Optional[int], typer.Option(help="Cap on val/test participants.")] = None,

@@ -100,7 +100,7 @@ class SoftTokenProjector(nn.Module):
 
 
     @torch.no_grad()
-    def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor, *, per_set: bool = False) -> None:
         """Start from a linear probe of the features: its logits feed the MLP, the output starts constant.
 
         Why: trained from a random start, the projector has to find *what* to say (a risk score of
@@ -119,11 +119,21 @@ class SoftTokenProjector(nn.Module):
         soft tokens than the probe units did, and the LLM's answer followed that noise
         (docs/llm_bridge.md, "Fourth session"). The probe units' input weights still train.
 
+        With ``per_set`` (one token set per trait, :attr:`llm_bridge.model.HeLMConfig.tokens_per_trait`)
+        the ``num_tokens`` tokens are ``S`` equal sets and set ``s`` reads only probe ``s``'s two
+        units: the other output weights start at zero and a gradient hook keeps them there. Why: the
+        teacher of trait ``s`` is probe ``s`` alone, but a free output layer also lets the other
+        trait's probe write into ``s``'s tokens; on 160 training participants that fitted noise (on the
+        fourth session's run a 2-D fit on both probe logits explained half of the asthma answer's
+        residual that a fit on the asthma probe alone left).
+
         Args:
             weight: ``(S, in_dim)`` probe weights on the raw features; ``bias``: ``(S,)``.
+            per_set: block-diagonal output layer, one token set per probe.
 
         Raises:
-            SpirolmInputError: the projector is not ``mlp2x_gelu``-shaped or too narrow for ``2S`` units.
+            SpirolmInputError: the projector is not ``mlp2x_gelu``-shaped, too narrow for ``2S`` units,
+                or (``per_set``) its tokens do not split into ``S`` sets.
         """
         layers = list(self.mlp.children()) if isinstance(self.mlp, nn.Sequential) else []
         if len(layers) != 3 or not isinstance(layers[1], nn.GELU):
@@ -140,6 +150,16 @@ class SoftTokenProjector(nn.Module):
             first.weight[2 * j], first.bias[2 * j] = weight[j], bias[j]
             first.weight[2 * j + 1], first.bias[2 * j + 1] = -weight[j], -bias[j]
         last.weight.zero_()
+        if per_set:
+            if self.num_tokens % n:
+                raise SpirolmInputError(f"{self.num_tokens} soft tokens do not split into {n} per-probe sets",
+                                        field="projector_init")
+            rows = self.num_tokens // n * self.d_model  # output rows of one set
+            mask = torch.zeros_like(last.weight)
+            for j in range(n):
+                mask[j * rows:(j + 1) * rows, 2 * j:2 * j + 2] = 1.0
+            # a zero gradient leaves a zero weight at zero under Adam/AdamW (the same reason the silent units stay silent)
+            last.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device, grad.dtype))
 
 
 def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1, *, balanced: bool = False,

@@ -100,3 +100,43 @@ def build_tiny_llm(out_dir: str | Path, arch: Arch = "llama", *, hidden: int = 3
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+#: Llama-architecture sizes for speed benchmarks. ``1b``: Llama-3.2-1B's decoder (hidden 2048, 16 layers,
+#: 32 query / 8 key-value heads, MLP 8192) with the small benchmark vocabulary: 0.97 B parameters.
+LLAMA_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128},
+    "1b": {"hidden": 2048, "layers": 16, "heads": 32, "intermediate": 8192},
+}
+
+
+def random_llama(preset: str = "1b", *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 attn_implementation: str = "sdpa", seed: int = 0):
+    """A frozen random-weight Llama of a :data:`LLAMA_PRESETS` size, in memory, as a ``LoadedLLM``.
+
+    Why in memory: throughput does not depend on the weights' values, and a 1B checkpoint written to
+    disk and read back would cost minutes and 4 GB for nothing. The weights hash is not computed (the
+    identity says ``random:seed<N>``): these models are never checkpointed against.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from llm_bridge.llm import LLMIdentity, LoadedLLM, config_hash
+
+    if preset not in LLAMA_PRESETS:
+        raise ValueError(f"unknown Llama preset {preset!r}; use one of {', '.join(LLAMA_PRESETS)}")
+    size = LLAMA_PRESETS[preset]
+    tokenizer = build_tokenizer(seed=seed)
+    cfg = tiny_config("llama", len(tokenizer), hidden=size["hidden"], layers=size["layers"], heads=size["heads"],
+                      intermediate=size["intermediate"])
+    cfg.num_key_value_heads = max(1, size["heads"] // 4)
+    cfg._attn_implementation = attn_implementation
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn_implementation)
+    model.to(device).eval().requires_grad_(False)
+    identity = LLMIdentity(name=f"random-llama-{preset}", config_hash=config_hash(model.config),
+                           weights_hash=f"random:seed{seed}")
+    return LoadedLLM(model=model, tokenizer=tokenizer, identity=identity, source=Path(f"random-llama-{preset}"))

@@ -117,3 +117,25 @@ def test_loss_masks_missing_labels_and_weights_cases(llama):
     only = torch.nn.functional.cross_entropy(out[0, :1], torch.tensor([1]))
     torch.testing.assert_close(both, only)
     assert float(model.loss(out, torch.tensor([[float("nan")] * 2]))) == 0.0
+
+
+def test_random_llama_presets_build_frozen_sdpa_llamas_that_helm_scores():
+    from llm_bridge.tiny import LLAMA_PRESETS, random_llama
+
+    with torch.device("meta"):  # the 1b preset's size without allocating it
+        from transformers import AutoModelForCausalLM
+
+        from llm_bridge.tiny import tiny_config
+        size = LLAMA_PRESETS["1b"]
+        cfg = tiny_config("llama", 512, hidden=size["hidden"], layers=size["layers"], heads=size["heads"],
+                          intermediate=size["intermediate"])
+        assert 0.9e9 < sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters()) < 1.3e9
+    llm = random_llama("tiny", seed=3)
+    assert llm.model.config._attn_implementation == "sdpa"
+    assert not any(p.requires_grad for p in llm.model.parameters())
+    assert llm.identity.weights_hash == "random:seed3"
+    model = HeLM(llm, HeLMConfig())
+    out = model.score_prefix(model.encode_prefix(model.prefix_ids(records(3))), torch.randn(3, 128))
+    assert out.shape == (3, 2, 2) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="preset"):
+        random_llama("70b")

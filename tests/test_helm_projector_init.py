@@ -72,6 +72,30 @@ def test_probe_init_passes_the_probe_logits_through_and_starts_constant():
         SoftTokenProjector(8, 16, 2, "mlp2x_gelu", hidden=3).init_from_probe(w, b)
 
 
+def test_per_set_probe_init_lets_each_token_set_read_only_its_own_probe():
+    proj = SoftTokenProjector(8, 16, 4, "mlp2x_gelu", target_norm=1.0)  # 2 sets of 2 tokens
+    w, b = torch.randn(2, 8), torch.randn(2)
+    proj.init_from_probe(w, b, per_set=True)
+    x = torch.randn(6, 8)
+    opt = torch.optim.AdamW(proj.parameters(), lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        proj(x).pow(3).sum().backward()
+        opt.step()
+    out = proj.mlp[2].weight.view(2, 2 * 16, -1)  # (set, rows of the set, hidden)
+    assert torch.all(out[0, :, 2:] == 0) and torch.all(out[1, :, :2] == 0) and torch.all(out[1, :, 4:] == 0)
+    assert out[0, :, :2].abs().sum() > 0 and out[1, :, 2:4].abs().sum() > 0
+    # moving the input along a direction that probe 1's two units do not see leaves set 1's tokens alone
+    seen = proj.mlp[0].weight[2:4].detach()  # (2, in) the trained input weights of probe 1's units
+    v = torch.randn(8)
+    v = v - seen.T @ torch.linalg.lstsq(seen.T, v.unsqueeze(1)).solution.squeeze(1)
+    with torch.no_grad():
+        torch.testing.assert_close(proj(x)[:, 2:], proj(x + 3 * v)[:, 2:])
+        assert not torch.allclose(proj(x)[:, :2], proj(x + 3 * v)[:, :2])
+    with pytest.raises(SpirolmInputError, match="sets"):
+        SoftTokenProjector(8, 16, 3, "mlp2x_gelu").init_from_probe(w, b, per_set=True)
+
+
 def test_fit_embedding_probe_ranks_cases_and_refuses_one_class():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6)) * 3 + 5
