@@ -38,7 +38,7 @@ import torch
 from experiments.features import EMBEDDING_COLUMNS
 from experiments.evaluation import ComparisonResult, compare_methods
 from experiments.helm_stage import HeLMStageSettings, helm_stage_scores, restrict_to_eids
-from experiments.train_helm import ROW_TEXT_SPIRO
+from experiments.train_helm import ROW_TABMLP_SPIRO, ROW_TEXT_SPIRO
 from llm_bridge.projector import fit_embedding_probe
 from signals.errors import SpirolmInputError
 
@@ -78,6 +78,24 @@ def probe_scores(run: Path, traits: list[str], balanced: bool) -> pd.DataFrame:
     logits = torch.from_numpy(test[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)) @ weight.T + bias
     return pd.DataFrame({"eid": test["eid"].to_numpy(), **{t: torch.sigmoid(logits[:, j]).numpy()
                                                            for j, t in enumerate(traits)}})
+
+
+def teacher_agreement(methods: dict[str, pd.DataFrame], eids: np.ndarray, traits: list[str]) -> dict[str, dict[str, float]]:
+    """Spearman correlation of each spirogram HeLM row's risk with the probe's, per trait, on ``eids``.
+
+    Why: the projector is initialised from and distilled toward the probe, so how faithfully the LLM's
+    answer copies it (1 = the same ranking) separates "the LLM bridge loses signal" from "the
+    embedding does not have it".
+    """
+    from scipy.stats import spearmanr
+
+    probe = methods[PROBE].set_index("eid").loc[eids]
+    out = {}
+    for row in (ROW_TEXT_SPIRO, ROW_TABMLP_SPIRO):
+        if row in methods:
+            scores = methods[row].set_index("eid").loc[eids]
+            out[row] = {t: float(spearmanr(scores[t], probe[t]).statistic) for t in traits}
+    return out
 
 
 def bar_checks(result: ComparisonResult, baselines: list[str], row: str = ROW_TEXT_SPIRO) -> list[dict]:
@@ -143,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare_methods(keep, methods, list(stage.traits), n_bootstrap=args.n_bootstrap, seed=args.seed)
     baselines = [m for m in others if m not in (ENCODER, PROBE)]
     checks = bar_checks(result, baselines)
+    agreement = teacher_agreement({**others, **stage.scores}, np.asarray(stage.eval_eids), list(stage.traits))
     report = {
         "command": "python benchmarks/helm_quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "run": str(args.run), "settings": {k: (list(v) if isinstance(v, tuple) else v)
@@ -152,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": result.to_frame()[["method", "trait", "n", "n_pos", "auroc", "auroc_ci_lo", "auroc_ci_hi", "auprc",
                                     "auprc_ci_lo", "auprc_ci_hi", "auroc_vs_oracle"]].to_dict(orient="records"),
         "bar": checks,
+        "teacher_agreement_spearman": agreement,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -166,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {c['trait']} | {c['helm_auroc']:.3f} | {c['best_baseline']} {c['best_baseline_auroc']:.3f} "
                      f"({c['best_baseline_ci_low']:.3f}) | {c['oracle_auroc']:.3f} | {c['gap_to_oracle']:+.3f} | "
                      f"{'met' if ok else 'not met'} |")
+    if agreement:
+        lines += ["", f"Agreement with the {PROBE} (Spearman of the risks on the same people; 1 = the same ranking):", "",
+                  "| row | " + " | ".join(stage.traits) + " |", "|---|" + "---|" * len(stage.traits)]
+        lines += [f"| {row} | " + " | ".join(f"{v[t]:.3f}" for t in stage.traits) + " |" for row, v in agreement.items()]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
