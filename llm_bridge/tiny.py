@@ -110,6 +110,21 @@ LLAMA_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+def preset_config(preset: str, vocab_size: int):
+    """The ``LlamaConfig`` of a :data:`LLAMA_PRESETS` size (grouped-query attention, 4 query heads per KV head).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if preset not in LLAMA_PRESETS:
+        raise ValueError(f"unknown Llama preset {preset!r}; use one of {', '.join(LLAMA_PRESETS)}")
+    size = LLAMA_PRESETS[preset]
+    cfg = tiny_config("llama", vocab_size, hidden=size["hidden"], layers=size["layers"], heads=size["heads"],
+                      intermediate=size["intermediate"])
+    cfg.num_key_value_heads = max(1, size["heads"] // 4)
+    return cfg
+
+
 def random_llama(preset: str = "1b", *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  attn_implementation: str = "sdpa", seed: int = 0):
     """A frozen random-weight Llama of a :data:`LLAMA_PRESETS` size, in memory, as a ``LoadedLLM``.
@@ -125,14 +140,8 @@ def random_llama(preset: str = "1b", *, dtype: torch.dtype = torch.float32, devi
 
     from llm_bridge.llm import LLMIdentity, LoadedLLM, config_hash
 
-    if preset not in LLAMA_PRESETS:
-        raise ValueError(f"unknown Llama preset {preset!r}; use one of {', '.join(LLAMA_PRESETS)}")
-    size = LLAMA_PRESETS[preset]
     tokenizer = build_tokenizer(seed=seed)
-    cfg = tiny_config("llama", len(tokenizer), hidden=size["hidden"], layers=size["layers"], heads=size["heads"],
-                      intermediate=size["intermediate"])
-    cfg.num_key_value_heads = max(1, size["heads"] // 4)
-    cfg._attn_implementation = attn_implementation
+    cfg = preset_config(preset, len(tokenizer))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn_implementation)

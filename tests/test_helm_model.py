@@ -120,16 +120,13 @@ def test_loss_masks_missing_labels_and_weights_cases(llama):
 
 
 def test_random_llama_presets_build_frozen_sdpa_llamas_that_helm_scores():
-    from llm_bridge.tiny import LLAMA_PRESETS, random_llama
+    from transformers import AutoModelForCausalLM
+
+    from llm_bridge.tiny import preset_config, random_llama
 
     with torch.device("meta"):  # the 1b preset's size without allocating it
-        from transformers import AutoModelForCausalLM
-
-        from llm_bridge.tiny import tiny_config
-        size = LLAMA_PRESETS["1b"]
-        cfg = tiny_config("llama", 512, hidden=size["hidden"], layers=size["layers"], heads=size["heads"],
-                          intermediate=size["intermediate"])
-        assert 0.9e9 < sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters()) < 1.3e9
+        one_b = AutoModelForCausalLM.from_config(preset_config("1b", 512))
+    assert 0.9e9 < sum(p.numel() for p in one_b.parameters()) < 1.3e9
     llm = random_llama("tiny", seed=3)
     assert llm.model.config._attn_implementation == "sdpa"
     assert not any(p.requires_grad for p in llm.model.parameters())
