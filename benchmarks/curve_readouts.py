@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import signals.curves as curves
 from experiments.encoder_data import load_curve_table
-from signals.errors import SpirolmInputError
+from report_md import run_cli, trait_table
 
 OUT = Path(__file__).resolve().parent / "results" / "curve_readouts"
 SHAPE = ["curve_k", "curve_knee_depth", "curve_late_concavity", "true_fev1_fvc", "true_pef_l_s", "true_fvc_l"]
@@ -112,17 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Curve readouts on `{args.run}`", "", f"Command: `{report['command']}`", "",
           f"Test AUROC; fitted on {report['n_train']} train, scored on {report['n_test']} test participants "
-          f"(QC-passing). {report['seconds']:.0f} s.", "", "| readout | " + " | ".join(traits) + " |",
-          "|---|" + "---|" * len(traits)]
-    md += [f"| {r} | " + " | ".join(f"{table.loc[r, t]:.3f}" for t in traits) + " |" for r in table.index]
+          f"(QC-passing). {report['seconds']:.0f} s.", "", *trait_table("readout", report["auroc"], traits)]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SpirolmInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -40,7 +40,7 @@ from experiments.evaluation import ComparisonResult, compare_methods
 from experiments.helm_stage import HeLMStageSettings, helm_stage_scores, restrict_to_eids
 from experiments.train_helm import ROW_TABMLP_SPIRO, ROW_TEXT_SPIRO
 from llm_bridge.projector import fit_embedding_probe
-from signals.errors import SpirolmInputError
+from report_md import run_cli, trait_table
 
 OUT = Path(__file__).resolve().parent / "results" / "helm_quality"
 ORACLE_MARGIN = 0.03
@@ -188,16 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"{'met' if ok else 'not met'} |")
     if agreement:
         lines += ["", f"Agreement with the {PROBE} (Spearman of the risks on the same people; 1 = the same ranking):", "",
-                  "| row | " + " | ".join(stage.traits) + " |", "|---|" + "---|" * len(stage.traits)]
-        lines += [f"| {row} | " + " | ".join(f"{v[t]:.3f}" for t in stage.traits) + " |" for row, v in agreement.items()]
+                  *trait_table("row", agreement, stage.traits)]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SpirolmInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
