@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= default
 OUT ?= runs/default
 
-.PHONY: setup browser run test test-fast bench clean
+.PHONY: setup browser run lint test test-fast bench clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -18,7 +18,13 @@ run: setup
 browser:
 	bash scripts/install_browser.sh
 
-test: setup browser
+# Lint and the architecture contracts (pyproject: [tool.ruff], [tool.importlinter]); tests/test_architecture.py
+# checks the same, so a plain pytest run catches them too.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: setup browser lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup

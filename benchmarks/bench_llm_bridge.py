@@ -143,7 +143,7 @@ def main() -> None:
     answers = AnswerIds(*helm.answers.__dict__.values())
     one = HeLM(llm, HeLMConfig(variant="text", traits=("asthma",)))
     text_ids = one.prefix_ids(df)
-    template = one._templates["asthma"]
+    template = one._template("asthma")
     batch_ids, mask = pad_left([list(p) + template for p in text_ids], one.pad_id, device)
 
     @torch.no_grad()
@@ -176,7 +176,7 @@ def main() -> None:
     # throughput and MFU of what a scoring job and a training epoch run
     peak = matmul_peak_flops(device, dtype)
     lengths = [len(p) for p in ids]
-    tail = len(helm._templates["asthma"]) + helm.cfg.num_soft_tokens
+    tail = len(helm._template("asthma")) + helm.cfg.num_soft_tokens
     n_traits = len(helm.cfg.traits)
     tokens = sum(lengths) + args.batch * n_traits * tail  # prefix once, one tail per trait
     throughput = {}

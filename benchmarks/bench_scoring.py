@@ -33,8 +33,10 @@ import psutil
 import pyarrow.parquet as pq
 import torch
 
-from experiments.helm_pyfunc import save_helm_pyfunc
-from experiments.scoring import ScoreConfig, read_scores, score_cohort
+from biobank.cohort_io import usable
+from experiments.serve.chunks import ScoreConfig
+from experiments.serve.pyfunc import save_helm_pyfunc
+from experiments.serve.scoring import read_scores, score_cohort
 from llm_bridge.llm import default_num_threads, load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 
@@ -84,8 +86,8 @@ def sub_cohort(cohort: Path, n: int, out: Path) -> Path:
 def prompt_tokens(helm: HeLM, cohort: Path) -> int:
     """Tokens the LLM reads for the scored participants: text prefix once + every trait's tail."""
     p = pd.read_parquet(cohort / "participants.parquet")
-    p = p[p["qc_status"] != "fail"] if helm.cfg.uses_spiro else p
-    tails = sum(len(helm._templates[t]) for t in helm.cfg.traits)
+    p = p[usable(p)] if helm.cfg.uses_spiro else p
+    tails = sum(len(helm._template(t)) for t in helm.cfg.traits)
     return int(sum(len(ids) for ids in helm.prefix_ids(p)) + tails * len(p))
 
 

@@ -31,6 +31,7 @@ from unittest import mock
 
 import numpy as np
 import pandas as pd
+from report_md import run_cli, trait_table
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -39,8 +40,10 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 import signals.curves as curves
-from experiments.encoder_data import load_curve_table
-from report_md import run_cli, trait_table
+from experiments.data.curves import load_curve_table
+from experiments.data.predictions import read_predictions, risk_column
+from experiments.encoder.train import METHOD as ENCODER
+from experiments.encoder.train import PREDICTIONS_FILE as ENCODER_PREDICTIONS
 
 OUT = Path(__file__).resolve().parent / "results" / "curve_readouts"
 SHAPE = ["curve_k", "curve_knee_depth", "curve_late_concavity", "true_fev1_fvc", "true_pef_l_s", "true_fvc_l"]
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if latents.exists():
         lat = pd.read_parquet(latents).set_index("eid").loc[eids]
         features["LR, true shape parameters (synthetic latents)"] = lat[SHAPE].to_numpy(dtype=np.float64)
+    pred = read_predictions(args.run / "encoder" / ENCODER_PREDICTIONS, split="test")[ENCODER].set_index("eid")
     rows: list[dict] = []
     for j, trait in enumerate(traits):
         y = base.labels[:, j]
@@ -97,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         gbm.fit(base.curves[tr, 0, 5::6], y[tr])
         rows.append({"readout": "gradient boosting on the curve points", "trait": trait,
                      "auroc": float(roc_auc_score(y[te], gbm.predict_proba(base.curves[te, 0, 5::6])[:, 1]))})
-        pred = pd.read_parquet(args.run / "encoder" / "predictions.parquet").set_index("eid")
-        enc = pred.loc[eids[te], f"risk_{trait}"].to_numpy()
+        enc = pred.loc[eids[te], risk_column(trait)].to_numpy()
         rows.append({"readout": "the encoder (CNN)", "trait": trait, "auroc": float(roc_auc_score(y[te], enc))})
         if latents.exists():
             rows.append({"readout": "oracle (true risk)", "trait": trait,

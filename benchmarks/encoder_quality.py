@@ -2,7 +2,7 @@
 
 Why a benchmark and not a test: it trains the encoder with the real default profile on the 20k
 default cohort (minutes on 2 CPU cores). It measures, with the one evaluation harness every spirolm
-model is scored with (:func:`experiments.evaluation.compare_methods`: oracle row from
+model is scored with (:func:`experiments.evaluate.harness.compare_methods`: oracle row from
 ``true_risk_<trait>``, seeded percentile bootstrap, paired resamples):
 
 * the encoder's test-split AUROC / AUPRC per trait next to the oracle and the tabular baselines
@@ -17,6 +17,11 @@ no best blow, so the encoder cannot score them; the baselines are fitted on the 
 
     MLFLOW_TRACKING_URI=sqlite:////tmp/spirolm-enc-quality.db python benchmarks/encoder_quality.py
     python benchmarks/encoder_quality.py --cohort runs/default/cohort --set trainer.max_epochs=5
+
+The encoder is configured like ``spirolm train encoder``: the ``encoder`` section of the run config
+(:func:`experiments.pipeline.config.load_run_config` with ``--profile``), changed by ``--set`` keys relative
+to that section (``trainer.max_epochs=5`` means ``encoder.trainer.max_epochs=5``; ``seed=`` and
+``traits=`` are run-level).
 
 Writes ``benchmarks/results/encoder_quality.json`` and ``.md`` (paths via ``--out``). Without
 ``MLFLOW_TRACKING_URI`` the MLflow run goes to a throwaway sqlite store in the work directory, so the
@@ -40,7 +45,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from experiments.evaluation import ORACLE, ComparisonResult, bootstrap_auroc_auprc, compare_methods
+from biobank.cohort_io import usable
+from experiments.data.predictions import risk_columns
+from experiments.evaluate.harness import ORACLE, ComparisonResult, bootstrap_auroc_auprc, compare_methods
 
 ENCODER = "encoder"
 TABULAR_ONLY = ("logreg:tabular", "xgboost:tabular")
@@ -111,33 +118,34 @@ def check_bars(comp: ComparisonResult, n_bootstrap: int, seed: int) -> list[Bar]
 
 
 def baseline_scores(participants: pd.DataFrame, traits: Sequence[str], seed: int) -> dict[str, pd.DataFrame]:
-    """Tabular-only and tabular+spirometry baselines refitted on the cohort: ``{method: eid + traits}``."""
-    from experiments.baselines import fit_baselines
+    """Tabular-only and tabular+spirometry baselines refitted on the cohort: ``{method: eid + risk_<trait>}``
+    for every test participant."""
+    from experiments.baselines.fit import fit_baselines
 
-    fitted, preds, _skipped, _notes = fit_baselines(
+    fitted = fit_baselines(
         participants, traits, feature_sets=("tabular", "tabular+spirometry"), models=("logreg", "xgboost"),
         embeddings=None, seed=seed,
     )
-    methods: dict[str, dict[str, np.ndarray]] = {}
-    for run in fitted.values():  # prediction columns are "<trait>__<method>"
-        methods.setdefault(run.method, {})[run.trait] = preds[f"{run.trait}__{run.method}"].to_numpy()
-    return {m: pd.DataFrame({"eid": preds["eid"], **cols}) for m, cols in methods.items()}
+    return fitted.scores
 
 
 def evaluate(
     participants: pd.DataFrame,
-    encoder_predictions: pd.DataFrame,
+    encoder_scores: pd.DataFrame,
     baselines: Mapping[str, pd.DataFrame],
     traits: Sequence[str],
     n_bootstrap: int,
     seed: int,
 ) -> ComparisonResult:
-    """Score encoder + baselines (+ oracle) on the QC-passing test participants with the shared harness."""
-    test = participants[(participants["split"] == "test") & (participants["qc_status"] != "fail")]
+    """Score encoder + baselines (+ oracle) on the QC-passing test participants with the shared harness.
+
+    ``encoder_scores`` and ``baselines`` are score frames (``eid`` + ``risk_<trait>``); the encoder's are
+    its test-split predictions.
+    """
+    test = participants[(participants["split"] == "test") & usable(participants)]
     test = test.reset_index(drop=True)
     keep = test["eid"]
-    enc = encoder_predictions[encoder_predictions["split"] == "test"]
-    scores = {ENCODER: enc.rename(columns={f"risk_{t}": t for t in traits})[["eid", *traits]]}
+    scores = {ENCODER: encoder_scores[["eid", *risk_columns(traits)]]}
     for method, df in baselines.items():
         scores[method] = df[df["eid"].isin(keep)].reset_index(drop=True)
     return compare_methods(test, scores, traits, n_bootstrap=n_bootstrap, seed=seed)
@@ -170,22 +178,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cohort", default="runs/default/cohort", help="cohort directory")
     ap.add_argument("--out", default="benchmarks/results/encoder_quality.json", help="JSON output (.md beside it)")
     ap.add_argument("--work-dir", default=None, help="encoder run directory (default: a temporary directory)")
-    ap.add_argument("--profile", default="default", help="encoder profile (experiments/configs/encoder.yaml)")
+    ap.add_argument("--profile", default="default",
+                    help="run-config profile: default | smoke | full (experiments/configs/run_<profile>.yaml)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="encoder config override, repeatable (e.g. trainer.max_epochs=5)")
+                    help="encoder config override, repeatable (e.g. trainer.max_epochs=5; seed=N and "
+                         "traits=[...] are run-level)")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0, help="bootstrap and baseline seed")
     args = ap.parse_args(argv)
 
-    from experiments.baselines import read_participants
-    from experiments.train_encoder import load_train_config, train_encoder
+    from experiments.cli.run_config import resolve
+    from experiments.data.participants import read_participants
+    from experiments.data.predictions import read_predictions
+    from experiments.encoder.train import METHOD, train_encoder
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="spirolm-enc-quality-"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(work / 'mlflow.db').resolve()}")
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_train_config(overrides=args.overrides, profile=args.profile)
+    # --set keys are relative to the encoder section (as `spirolm train encoder` reads them)
+    run = resolve(args.profile, None, args.overrides, section="encoder")
     load_before = os.getloadavg()
-    result = train_encoder(args.cohort, work / "encoder", cfg, progress=False)
+    result = train_encoder(args.cohort, work / "encoder", run.encoder, traits=run.traits, seed=run.seed,
+                           experiment=run.tracking.experiment or "spirolm-encoder",
+                           tracking_uri=run.tracking.tracking_uri, progress=False)
     load_after = os.getloadavg()
 
     participants, cohort_traits = read_participants(args.cohort)
@@ -193,10 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     baselines = baseline_scores(participants, traits, args.seed)
     baseline_seconds = time.perf_counter() - t0
-    comp = evaluate(participants, pd.read_parquet(result.predictions), baselines, traits,
-                    args.n_bootstrap, args.seed)
+    encoder_scores = read_predictions(result.predictions, split="test")[METHOD]
+    comp = evaluate(participants, encoder_scores, baselines, traits, args.n_bootstrap, args.seed)
     bars = check_bars(comp, args.n_bootstrap, args.seed)
 
+    config = run.to_dict()  # the encoder's settings: the run's seed and traits + the encoder section
+    config["encoder"]["model"]["traits"] = list(result.traits)  # the heads trained (train_encoder sets them)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/encoder_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -206,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluated": "test split, qc_status != fail (every row scored on the same participants)",
         "n_bootstrap": args.n_bootstrap,
         "seed": args.seed,
-        "encoder_config": cfg.to_dict(),
+        "encoder_config": {key: config[key] for key in ("seed", "traits")} | config["encoder"],
         "encoder_train_seconds": round(result.seconds, 1),
         "encoder_epochs": result.epochs,
         "encoder_val_metrics": {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val/")},

@@ -7,9 +7,14 @@ the cohort tables. So every run on the default exercises the reader, QC and phen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+from biobank.cohort_io import read_cohort, write_cohort
+from biobank.cohort_qc import run_qc
+from biobank.synth import generate_export
+from biobank.ukb_import import import_ukb_export
 from signals.errors import SpirolmInputError
 from signals.qc import QCConfig
 
@@ -34,8 +39,6 @@ def import_export(
     phenotypes: Path | None = None,
 ):  # type: ignore[no-untyped-def]
     """Import a UKB export (CSV/TSV/Parquet) into a cohort directory; returns the import summary."""
-    from biobank.ukb_import import import_ukb_export
-
     export = Path(export)
     if not export.exists():
         raise SpirolmInputError("export file does not exist", file=export)
@@ -48,8 +51,6 @@ def build_synthetic_cohort(
     *, n: int, seed: int, out_dir: Path, qc_standard: str = "ats2005", split_seed: int = 0
 ):  # type: ignore[no-untyped-def]
     """Generate the synthetic cohort's UKB export in ``out_dir`` and import it there."""
-    from biobank.synth import generate_export
-
     if n < 1:
         raise SpirolmInputError(f"--n must be at least 1, got {n}", field="n")
     out_dir = Path(out_dir)
@@ -64,11 +65,6 @@ def rerun_qc(cohort_dir: Path, *, qc_standard: str = "ats2005"):  # type: ignore
     Parse errors recorded at import stay rejected (their volumes are null); everything else is
     re-measured, so switching ``ats2005`` ↔ ``ats2019`` changes only what the BEV floor changes.
     """
-    import dataclasses
-
-    from biobank.cohort_io import read_cohort, write_cohort
-    from biobank.cohort_qc import run_qc
-
     cfg = qc_config_for(qc_standard)
     cohort = read_cohort(cohort_dir)
     participants, blows, exclusions = run_qc(cohort.participants, cohort.blows, cfg)

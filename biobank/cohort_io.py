@@ -59,9 +59,20 @@ def read_cohort(directory: str | Path, *, validate: bool = True, blows: bool = T
     """
     directory = Path(directory)
     info = read_info(directory)
-    participants = read_participants(directory, validate=validate, traits=info.get("traits"))
+    participants = read_participants_file(directory, validate=validate, traits=info.get("traits"))
     blow_df = read_blows(directory, validate=validate) if blows else None
     return Cohort(participants, blow_df, directory, _traits(participants, info), info)
+
+
+def usable(participants: pd.DataFrame) -> pd.Series:
+    """Which participants have a usable spirogram: QC status not ``fail`` (a missing status counts as usable).
+
+    Why one definition: every model is compared on the same people, so "usable" must mean the same thing
+    to the encoder, the evaluation and the report.
+    """
+    if "qc_status" not in participants.columns:
+        return pd.Series(True, index=participants.index)
+    return participants["qc_status"].astype("string").fillna("") != "fail"
 
 
 def read_info(directory: str | Path) -> dict:
@@ -75,10 +86,11 @@ def read_info(directory: str | Path) -> dict:
         raise SpirolmInputError(f"cohort.json is not valid JSON ({exc})", file=path) from None
 
 
-def read_participants(
+def read_participants_file(
     directory: str | Path, *, validate: bool = True, traits: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Load only ``participants.parquet`` (cheap: no blows).
+    """Load only ``participants.parquet`` as stored (no blows); models read participants through
+    :func:`experiments.data.participants.read_participants`.
 
     Args:
         directory: cohort directory.

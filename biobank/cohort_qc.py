@@ -30,8 +30,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from signals import gli
-from signals.errors import SpirolmInputError
 from signals.curves import validate_volume_ml
+from signals.errors import SpirolmInputError
 from signals.measures import BlowMeasures
 from signals.qc import ParticipantQC, QCConfig, qc_participant
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-SPLITS = ("train", "val", "test")
+from biobank.splits import SPLITS
 
 
 @dataclass(frozen=True)

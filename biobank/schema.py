@@ -20,6 +20,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 
+from biobank.splits import SPLITS
 from signals.errors import SpirolmInputError
 
 SEXES = ("female", "male")
@@ -28,8 +29,20 @@ ETHNICITIES = ("white", "mixed", "south_asian", "black", "chinese", "other")
 GLI_ETHNICITIES = ("caucasian", "african_american", "ne_asian", "se_asian", "other")
 QC_STATUSES = ("pass", "warn", "fail")
 BLOW_STATUSES = ("accept", "reject")
-SPLITS = ("train", "val", "test")
 TRUE_RISK_PREFIX = "true_risk_"
+
+# The covariate vocabulary: every model input built from the record (tabular features, the
+# serialized text, the tabular-MLP view, the scoring input) takes its columns and levels from here.
+CATEGORIES: dict[str, tuple[str, ...]] = {"sex": SEXES, "smoking_status": SMOKING, "ethnicity": ETHNICITIES}
+"""Categorical covariates and their fixed levels (fixed, not learnt, so a logged model scores new data with
+exactly the columns it was trained on)."""
+NUMERIC_COVARIATES = ("age", "height_cm", "bmi", "pack_years", "hay_fever_eczema", "parental_copd", "townsend", "pm25")
+CATEGORICAL_COVARIATES = tuple(CATEGORIES)
+SPIROMETRY_SCALARS = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s", "fev1_z", "fvc_z", "fev1_fvc_z")
+"""Best-blow spirometry scalars and their GLI z-scores (participant-level)."""
+RECORD_COLUMNS = ("age", "sex", "height_cm", "bmi", "smoking_status", "pack_years", "ethnicity", "gli_ethnicity",
+                  "hay_fever_eczema", "parental_copd", "townsend", "pm25")
+"""The covariates of one participant's record, in table order (``gli_ethnicity`` feeds the GLI z-scores)."""
 
 RANGES: dict[str, tuple[float, float]] = {
     "age": (18.0, 100.0),

@@ -23,7 +23,10 @@ class Split(str, enum.Enum):
     TEST = "test"
 
 
-_NAMES = np.array([s.value for s in Split])
+SPLITS: tuple[str, ...] = tuple(s.value for s in Split)
+"""The split names in order (train, val, test): the one tuple every module iterates over."""
+
+_NAMES = np.array(SPLITS)
 _SCALE = float(2**64)
 
 

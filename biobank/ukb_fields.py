@@ -29,6 +29,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+
 from signals.errors import SpirolmInputError
 
 # --------------------------------------------------------------------------------------------------
@@ -187,8 +189,6 @@ def is_missing(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in _MISSING_TEXT
     try:
-        import pandas as pd
-
         return bool(pd.isna(value)) if not isinstance(value, (list, tuple)) else False
     except (TypeError, ValueError):
         return False

@@ -10,13 +10,6 @@ from __future__ import annotations
 #: Label value ignored by ``torch.nn.functional.cross_entropy`` (soft-token and prompt positions).
 IGNORE_INDEX = -100
 
-#: Text marker of one spirogram soft token in a prompt string. It is never tokenized: the prompt
-#: builder splits the text at these markers and the splice puts projected embeddings there.
-SPIRO_PLACEHOLDER = "<spiro>"
-
-#: Marker of one tabular-MLP soft token (the ``tabmlp+spiro`` variant).
-TAB_PLACEHOLDER = "<tab>"
-
 #: Default number of soft tokens per spirogram (HeLM does not publish its value; 4 keeps the
 #: trainable suffix short on CPU while giving the projector more than one direction to write in).
 DEFAULT_NUM_SOFT_TOKENS = 4

@@ -11,7 +11,7 @@ Why this module exists:
   safetensors + tokenizer under ``$SPIROLM_CACHE/llm/<name>-<hash>`` (default
   ``~/.cache/spirolm``). Later loads take well under a second. ``save_pretrained`` refuses a
   GGUF-loaded model, so its state dict is loaded into a fresh model built from the same config
-  without ``quantization_config`` and that model is saved (see ``/work/shared/reference/offline_llm.md``).
+  without ``quantization_config`` and that model is saved (see the project's shared reference note ``offline_llm.md``).
   The weights are therefore a 4-bit quantization dequantized to fp32, not the original bf16 release.
 * **Identity.** HeLM checkpoints hold only trainable weights; they are only meaningful against the
   exact LLM they were trained with. :class:`LLMIdentity` is the model's name/path plus a hash of its
@@ -325,6 +325,12 @@ def load_llm(
              sum(p.numel() for p in model.parameters()) / 1e6, model.get_input_embeddings().weight.shape[1])
     return LoadedLLM(model=model, tokenizer=tokenizer, identity=identity,
                      source=Path(source) if isinstance(source, Path) else Path(str(source)))
+
+
+def ensure_llm(llm: str | Path | LoadedLLM | None, num_threads: int | None = None) -> LoadedLLM:
+    """Set the CPU threads, then load ``llm`` unless it is already loaded (every entry point starts so)."""
+    configure_threads(num_threads)
+    return llm if isinstance(llm, LoadedLLM) else load_llm(llm)
 
 
 def answer_token_ids(tokenizer: PreTrainedTokenizerBase, yes: str = YES, no: str = NO) -> tuple[int, int]:

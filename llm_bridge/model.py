@@ -57,10 +57,9 @@ class HeLMConfig:
         num_soft_tokens: spirogram soft tokens ``k``.
         tokens_per_trait: give every trait its own ``k`` spirogram (and tabular) soft tokens, in that
             trait's tail only. With one shared set the LLM reads the tokens almost the same way for
-            every question (the answer gradients of the two default questions point the same way,
-            cosine 0.88), so a token that says "yes" to COPD also says "yes" to asthma and the
-            traits fight over it. Separate sets cost nothing extra: the tail is per trait anyway
-            (InstructBLIP's instruction-aware query tokens are the same idea).
+            every question, so a token that says "yes" to COPD also says "yes" to asthma and the
+            traits fight over it (docs/llm_bridge.md). Separate sets cost nothing extra: the tail is
+            per trait anyway (InstructBLIP's instruction-aware query tokens are the same idea).
         projector_init: ``random`` or ``probe`` (start the spirogram projector from a logistic
             regression of the train split's embeddings: :meth:`SoftTokenProjector.init_from_probe`;
             done by the trainer, which has the labels).
@@ -76,6 +75,8 @@ class HeLMConfig:
         serializer, prompt: text configs (their versions are part of the checkpoint).
         seed: initialisation seed.
     """
+
+    __pydantic_config__ = {"extra": "forbid"}  # read strictly when nested in a YAML config
 
     variant: str = "text+spiro"
     traits: tuple[str, ...] = ("asthma", "copd")
@@ -179,13 +180,13 @@ class HeLM(nn.Module):
         self.soft_prompt = SoftPrompt(embed, cfg.soft_prompt_tokens, cfg.seed) if cfg.soft_prompt_tokens else None
         if cfg.lora_r:
             self._add_lora()
-        self._templates = {t: self._tail_template(t) for t in cfg.traits}
+        self._templates: dict[tuple[str, bool, bool], list[int]] = {}
         self.assert_llm_frozen()
 
     # ------------------------------------------------------------------ construction helpers
 
     def _add_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - optional LoRA path; peft is slow to import
 
         lcfg = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
                           target_modules=list(self.cfg.lora_targets), bias="none")
@@ -207,15 +208,35 @@ class HeLM(nn.Module):
         return ((self.cfg.soft_prompt_tokens or 0) + (self.cfg.num_tab_tokens if self.cfg.uses_tabmlp else 0)
                 + (self.cfg.num_soft_tokens if self.cfg.uses_spiro else 0))
 
-    def _tail_template(self, trait: str) -> list[int]:
-        """Ids of the trainable tail for ``trait``, with ``SOFT_TOKEN_ID`` at soft positions."""
-        tok, p = self.tokenizer, self.cfg.prompt
-        ids = [SOFT_TOKEN_ID] * self.cfg.soft_prompt_tokens
-        if self.cfg.uses_tabmlp:
-            ids += [SOFT_TOKEN_ID] * self.cfg.num_tab_tokens
-        if self.cfg.uses_spiro:
-            ids += tok(p.spiro_intro, add_special_tokens=False)["input_ids"] + [SOFT_TOKEN_ID] * self.cfg.num_soft_tokens
-        return ids + question_ids(tok, trait, p)
+    def tail_ids(self, question: Sequence[int], *, every_set: bool = False, spiro: bool = True,
+                 record: bool = True) -> list[int]:
+        """Ids of a prompt's tail, ``SOFT_TOKEN_ID`` at soft positions: soft prompt, tabular tokens,
+        spirogram intro + tokens, then ``question``.
+
+        The one tail builder: training, scoring, explanations and chat all prompt through it.
+
+        Args:
+            question: the question's ids (a trait's yes/no question, or a free-text one).
+            every_set: room for every trait's token set (free-text chat), not one trait's.
+            spiro, record: leave out the spirogram / tabular part (modality ablation).
+        """
+        cfg = self.cfg
+        sets = self.token_sets if every_set else 1
+        ids = [SOFT_TOKEN_ID] * cfg.soft_prompt_tokens
+        if cfg.uses_tabmlp and record:
+            ids += [SOFT_TOKEN_ID] * (cfg.num_tab_tokens * sets)
+        if cfg.uses_spiro and spiro:
+            ids += self.tokenizer(cfg.prompt.spiro_intro, add_special_tokens=False)["input_ids"]
+            ids += [SOFT_TOKEN_ID] * (cfg.num_soft_tokens * sets)
+        return ids + list(question)
+
+    def _template(self, trait: str, spiro: bool = True, record: bool = True) -> list[int]:
+        """The yes/no tail of ``trait`` (cached: it is the same for every participant)."""
+        key = (trait, spiro, record)
+        if key not in self._templates:
+            question = question_ids(self.tokenizer, trait, self.cfg.prompt)
+            self._templates[key] = self.tail_ids(question, spiro=spiro, record=record)
+        return self._templates[key]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer gets: projectors, soft prompt, LoRA - never a base LLM weight."""
@@ -250,8 +271,8 @@ class HeLM(nn.Module):
         return self.tab_scaler.transform(participants) if self.cfg.uses_tabmlp and self.tab_scaler else None
 
     def soft_tokens(self, batch_size: int, embedding: torch.Tensor | None, tab: torch.Tensor | None,
-                    eids: Sequence[object] | None = None, *, trait: str | None = None, spiro: bool = True,
-                    record: bool = True) -> torch.Tensor | None:
+                    eids: Sequence[object] | None = None, *, trait: str | None = None, every_set: bool = False,
+                    spiro: bool = True, record: bool = True) -> torch.Tensor | None:
         """``(B, n, d)`` soft tokens of ``trait``'s tail in prompt order: soft prompt, tabular, spirogram.
 
         Args:
@@ -259,7 +280,8 @@ class HeLM(nn.Module):
             embedding: ``(B, E)`` spirogram embeddings (spirogram variants).
             tab: ``(B, F)`` standardised tabular features (``tabmlp+spiro``).
             eids: participant ids, only for error messages.
-            trait: whose token set to return (required with ``tokens_per_trait``).
+            trait: whose token set to return (required with ``tokens_per_trait`` unless ``every_set``).
+            every_set: return every trait's set, in trait order (free-text chat).
             spiro, record: leave out the spirogram / tabular tokens (modality ablation).
         """
         parts = []
@@ -268,33 +290,26 @@ class HeLM(nn.Module):
         if self.tab_projector is not None and record:
             if tab is None:
                 raise SpirolmInputError("tabmlp+spiro needs tabular features", field="tab")
-            parts.append(self._trait_set(self.tab_projector(tab.float()), trait))
+            parts.append(self._trait_set(self.tab_projector(tab.float()), trait, every_set))
         if self.projector is not None and spiro:
             if embedding is None:
                 raise SpirolmInputError("variant needs spirogram embeddings (--encoder or --embeddings)",
                                         field="embedding")
             check_finite_embeddings(embedding, eids)
-            parts.append(self._trait_set(self.projector(embedding.float()), trait))
+            parts.append(self._trait_set(self.projector(embedding.float()), trait, every_set))
         if not parts:
             return None
         return torch.cat(parts, dim=1).to(self.llm.dtype)
 
-    def _trait_set(self, tokens: torch.Tensor, trait: str | None) -> torch.Tensor:
+    def _trait_set(self, tokens: torch.Tensor, trait: str | None, every_set: bool = False) -> torch.Tensor:
         """The slice of ``(B, k * sets, d)`` projector output that ``trait``'s tail holds."""
-        if self.token_sets == 1:
+        if self.token_sets == 1 or every_set:
             return tokens
         if trait not in self.cfg.traits:
             raise ValueError(f"tokens_per_trait needs one of the model's traits {self.cfg.traits}, got {trait!r}")
         k = tokens.shape[1] // self.token_sets
         j = self.cfg.traits.index(trait)
         return tokens[:, j * k:(j + 1) * k]
-
-    def spirogram_tokens(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Every projected spirogram token ``(B, k * sets, d)`` (free-text chat shows the LLM all sets)."""
-        if self.projector is None:
-            raise SpirolmInputError("this HeLM has no spirogram projector (variant text)", field="variant")
-        check_finite_embeddings(embedding)
-        return self.projector(embedding.float()).to(self.llm.dtype)
 
     # ------------------------------------------------------------------ forward paths
 
@@ -303,14 +318,19 @@ class HeLM(nn.Module):
 
     def score_full(self, prefix_ids: Sequence[Sequence[int]], embedding: torch.Tensor | None = None,
                    tab: torch.Tensor | None = None, traits: Sequence[str] | None = None,
-                   eids: Sequence[object] | None = None, full_vocab: bool = False) -> torch.Tensor:
-        """One full-sequence prompt per trait; returns ``(B, T, 2)`` [no, yes] logits (or ``(B, T, V)``)."""
+                   eids: Sequence[object] | None = None, full_vocab: bool = False, *, spiro: bool = True,
+                   record: bool = True) -> torch.Tensor:
+        """One full-sequence prompt per trait; returns ``(B, T, 2)`` [no, yes] logits (or ``(B, T, V)``).
+
+        ``spiro`` / ``record`` leave that modality out of the tail (modality ablation).
+        """
         device = self.llm.device
         embedding, tab = _to(embedding, device), _to(tab, device)
         out = []
         for trait in traits or self.cfg.traits:
-            soft = self.soft_tokens(len(prefix_ids), embedding, tab, eids, trait=trait)
-            ids, mask = pad_left([list(p) + self._templates[trait] for p in prefix_ids], self.pad_id, device)
+            soft = self.soft_tokens(len(prefix_ids), embedding, tab, eids, trait=trait, spiro=spiro, record=record)
+            template = self._template(trait, spiro, record)
+            ids, mask = pad_left([list(p) + template for p in prefix_ids], self.pad_id, device)
             inputs = splice(self.llm.get_input_embeddings(), ids, mask, soft)
             logits = last_logits(self.llm, inputs)
             out.append(logits.float() if full_vocab else self._pairs(logits))
@@ -322,10 +342,11 @@ class HeLM(nn.Module):
 
     def score_prefix(self, state: PrefixState, embedding: torch.Tensor | None = None, tab: torch.Tensor | None = None,
                      traits: Sequence[str] | None = None, eids: Sequence[object] | None = None,
-                     full_vocab: bool = False) -> torch.Tensor:
+                     full_vocab: bool = False, *, spiro: bool = True, record: bool = True) -> torch.Tensor:
         """Every trait from one shared prefix cache; returns ``(B, T, 2)`` [no, yes] logits (or ``(B, T, V)``).
 
-        Only the tail (soft tokens + question) runs here, with gradients to the soft tokens.
+        Only the tail (soft tokens + question) runs here, with gradients to the soft tokens;
+        ``spiro`` / ``record`` leave that modality out of the tail (modality ablation).
         """
         if self.uses_lora:
             raise RuntimeError("the prefix KV cache is not constant under LoRA; use score_full")
@@ -335,8 +356,8 @@ class HeLM(nn.Module):
         embed = self.llm.get_input_embeddings()
         out = []
         for trait in traits or self.cfg.traits:
-            soft = self.soft_tokens(batch, embedding, tab, eids, trait=trait)
-            template = torch.tensor(self._templates[trait], device=device).expand(batch, -1)
+            soft = self.soft_tokens(batch, embedding, tab, eids, trait=trait, spiro=spiro, record=record)
+            template = torch.tensor(self._template(trait, spiro, record), device=device).expand(batch, -1)
             tail_mask = torch.ones_like(template)
             inputs = splice(embed, template, tail_mask, soft, position_offset=state.lengths)
             try:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from signals.errors import SpirolmInputError
@@ -101,31 +103,14 @@ class SoftTokenProjector(nn.Module):
 
     @torch.no_grad()
     def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor, *, per_set: bool = False) -> None:
-        """Start from a linear probe of the features: its logits feed the MLP, the output starts constant.
+        """Start from a linear probe of the features: its logits feed the MLP, the output layer starts at zero.
 
-        Why: trained from a random start, the projector has to find *what* to say (a risk score of
-        the embedding) and *where* in the LLM's token space saying it moves the answer, at once; the
-        two are learnt slowly together (a bilinear start). A logistic-regression probe of the
-        embedding already knows what to say. Hidden units ``2s`` and ``2s+1`` get ``+probe_s`` and
-        ``-probe_s`` (``GELU(x) - GELU(-x) = x``, so the MLP can pass the logit through unchanged);
-        the output layer starts at zero (a constant soft token, as ReZero / zero-conv starts), so
-        the first gradient steps only have to learn where to write each probe logit.
-
-        Every other hidden unit starts (and, with a zero output layer, stays) at exactly zero: the
-        projector becomes a probe bottleneck. Why: Adam moves every output weight by about the
-        learning rate per step whatever its gradient's size, so after a few steps hundreds of random
-        hidden units write as much as the probe units do. Measured on the main job's HeLM (576 hidden
-        units, 20 steps): the random units put 20x more participant-to-participant variance into the
-        soft tokens than the probe units did, and the LLM's answer followed that noise
-        (docs/llm_bridge.md, "Fourth session"). The probe units' input weights still train.
-
-        With ``per_set`` (one token set per trait, :attr:`llm_bridge.model.HeLMConfig.tokens_per_trait`)
-        the ``num_tokens`` tokens are ``S`` equal sets and set ``s`` reads only probe ``s``'s two
-        units: the other output weights start at zero and a gradient hook keeps them there. Why: the
-        teacher of trait ``s`` is probe ``s`` alone, but a free output layer also lets the other
-        trait's probe write into ``s``'s tokens; on 160 training participants that fitted noise (on the
-        fourth session's run a 2-D fit on both probe logits explained half of the asthma answer's
-        residual that a fit on the asthma probe alone left).
+        Why: a logistic-regression probe of the embedding already knows *what* to say, so training only
+        has to learn *where* in the LLM's token space to write it. Hidden units ``2s`` and ``2s+1`` get
+        ``+probe_s`` and ``-probe_s`` (``GELU(x) - GELU(-x) = x``); every other hidden unit starts at zero
+        and, with a zero output layer, stays there (the measurements behind this are in
+        docs/llm_bridge.md). With ``per_set`` (one token set per trait) set ``s`` reads only probe ``s``'s
+        two units; a gradient hook keeps the other output weights at zero.
 
         Args:
             weight: ``(S, in_dim)`` probe weights on the raw features; ``bias``: ``(S,)``.
@@ -175,9 +160,6 @@ def fit_embedding_probe(features: np.ndarray, labels: np.ndarray, c: float = 0.1
     Raises:
         SpirolmInputError: a trait without both classes among its known labels.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     scaler = StandardScaler().fit(features)
     x = scaler.transform(features)
     weights, biases = [], []

@@ -48,6 +48,8 @@ class PromptConfig:
         add_bos: prepend the tokenizer's BOS token (off: SmolLM2's BOS is a chat marker).
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # read strictly when nested in a YAML config
+
     header: str = "Participant record (UK Biobank):\n"
     spiro_intro: str = "\nSpirogram:"
     question: str = "\nQuestion: Does this person have {disease}? Answer yes or no.\nAnswer:"
@@ -64,6 +66,10 @@ class PromptConfig:
     def question_for(self, trait: str) -> str:
         """The question text for one trait."""
         return self.question.format(disease=TRAIT_WORDING.get(trait, trait.replace("_", " ")))
+
+    def free_question(self, text: str) -> str:
+        """A free-text question in the yes/no question's frame (``spirolm chat``)."""
+        return f"\nQuestion: {text.strip()}\nAnswer:"
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:

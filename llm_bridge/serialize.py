@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from biobank.schema import CATEGORIES, NUMERIC_COVARIATES, SPIROMETRY_SCALARS
 from signals.errors import SpirolmInputError
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class SerializerConfig:
         version: template version; must equal :data:`TEMPLATE_VERSION` (older text is not reproducible).
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # read strictly when nested in a YAML config
+
     fields: tuple[str, ...] = DEMOGRAPHIC_FIELDS + SPIROMETRY_FIELDS
     separator: str = "\n"
     version: str = TEMPLATE_VERSION
@@ -191,13 +194,7 @@ def serialize_record(row: pd.Series | dict, cfg: SerializerConfig = SerializerCo
 
 # ----------------------------------------------------------------------------- numeric view (tabmlp)
 
-TAB_NUMERIC = ("age", "height_cm", "bmi", "pack_years", "hay_fever_eczema", "parental_copd", "townsend", "pm25",
-               "fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s", "fev1_z", "fvc_z", "fev1_fvc_z")
-TAB_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "sex": ("female", "male"),
-    "smoking_status": ("never", "previous", "current"),
-    "ethnicity": ("white", "mixed", "south_asian", "black", "chinese", "other"),
-}
+TAB_NUMERIC = NUMERIC_COVARIATES + SPIROMETRY_SCALARS
 
 
 @dataclass(frozen=True)
@@ -226,7 +223,7 @@ class TabularScaler:
     @property
     def width(self) -> int:
         """Number of features :meth:`transform` produces."""
-        return 2 * len(self.columns) + sum(len(v) for v in TAB_CATEGORIES.values())
+        return 2 * len(self.columns) + sum(len(v) for v in CATEGORIES.values())
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """Feature matrix ``(n, width)`` float32, finite."""
@@ -235,7 +232,7 @@ class TabularScaler:
         z = (x - np.asarray(self.mean)) / np.asarray(self.std)
         z[missing] = 0.0
         onehots = [(_txt(df, col).to_numpy()[:, None] == np.asarray(levels, dtype=object)[None, :])
-                   for col, levels in TAB_CATEGORIES.items()]
+                   for col, levels in CATEGORIES.items()]
         return np.concatenate([z, missing, *onehots], axis=1).astype(np.float32)
 
     def to_dict(self) -> dict[str, list]:

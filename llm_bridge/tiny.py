@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
+from llm_bridge.llm import LLMIdentity, LoadedLLM, config_hash
 from llm_bridge.serialize import FIELDS
 
 Arch = Literal["llama", "gpt2"]
@@ -88,8 +89,6 @@ def build_tiny_llm(out_dir: str | Path, arch: Arch = "llama", *, hidden: int = 3
         single_token_answers: see :func:`build_tokenizer`.
         seed: torch seed of the weights and corpus seed of the tokenizer.
     """
-    from transformers import AutoModelForCausalLM
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(single_token_answers=single_token_answers, seed=seed)
@@ -136,10 +135,6 @@ def random_llama(preset: str = "1b", *, dtype: torch.dtype = torch.float32, devi
     Raises:
         ValueError: unknown preset.
     """
-    from transformers import AutoModelForCausalLM
-
-    from llm_bridge.llm import LLMIdentity, LoadedLLM, config_hash
-
     tokenizer = build_tokenizer(seed=seed)
     cfg = preset_config(preset, len(tokenizer))
     with torch.random.fork_rng():

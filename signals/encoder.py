@@ -62,6 +62,7 @@ class EncoderConfig:
             curve edges away from the conv padding and makes 1000 -> 1024, a power of two).
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # read strictly when nested in a YAML config
     channels: tuple[str, ...] = ("flow_volume",)
     traits: tuple[str, ...] = ("asthma", "copd")
     stem_filters: tuple[int, int, int] = (32, 32, 64)

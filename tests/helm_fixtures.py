@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.features import EMBEDDING_COLUMNS
+from experiments.data.embeddings import EMBEDDING_COLUMNS
 
 
 def label_carrying_embeddings(cohort_dir: Path, seed: int = 0) -> pd.DataFrame:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from biobank.build import build_synthetic_cohort
-from experiments.helm_pyfunc import save_helm_pyfunc
-from experiments.train_encoder import save_encoder
+from experiments.encoder.export import save_encoder
+from experiments.serve.pyfunc import save_helm_pyfunc
 from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.tiny import build_tiny_llm

@@ -15,12 +15,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from experiments import baselines as B
-from experiments import features as F
-from experiments.evaluation import ORACLE, compare_methods
+from biobank.schema import CATEGORICAL_COVARIATES, NUMERIC_COVARIATES, SPIROMETRY_SCALARS
+from experiments.baselines import features as F
+from experiments.baselines import models as B
+from experiments.baselines.fit import fit_baselines
+from experiments.data import embeddings as E
+from experiments.data.predictions import read_predictions
+from experiments.evaluate.harness import ORACLE, compare_methods
+from experiments.pipeline.baselines_job import train_baselines
 from signals.errors import SpirolmInputError
 
-SPIRO = list(F.SPIROMETRY_COLUMNS)
+SPIRO = list(SPIROMETRY_SCALARS)
 # Small, single-threaded XGBoost for tests: OpenMP threads spin-wait on a busy 2-core CI machine.
 FAST = {"xgboost": B.XGBoostConfig(n_estimators=150, learning_rate=0.2, early_stopping_rounds=10, nthread=1)}
 
@@ -77,9 +82,9 @@ def write_cohort(directory: Path, participants: pd.DataFrame | None = None, **kw
 def write_embeddings(path: Path, participants: pd.DataFrame, seed: int = 0) -> Path:
     """An encoder-format embedding file whose first dimensions carry FEV1/FVC (a stand-in encoder)."""
     rng = np.random.default_rng(seed)
-    emb = rng.normal(0, 1, (len(participants), F.EMBEDDING_DIM))
+    emb = rng.normal(0, 1, (len(participants), E.EMBEDDING_DIM))
     emb[:, 0] += participants["fev1_fvc"].fillna(0.7).to_numpy() * 10
-    df = pd.DataFrame(emb, columns=list(F.EMBEDDING_COLUMNS))
+    df = pd.DataFrame(emb, columns=list(E.EMBEDDING_COLUMNS))
     df.insert(0, "eid", participants["eid"].to_numpy())
     df.to_parquet(path, index=False)
     return path
@@ -91,7 +96,7 @@ def write_embeddings(path: Path, participants: pd.DataFrame, seed: int = 0) -> P
 def test_feature_sets_columns_and_notes():
     p = make_participants(300)
     tab = F.build_features(p, "tabular")
-    assert set(tab.numeric) == set(F.TABULAR_NUMERIC) and set(tab.categorical) == set(F.TABULAR_CATEGORICAL)
+    assert set(tab.numeric) == set(NUMERIC_COVARIATES) and set(tab.categorical) == set(CATEGORICAL_COVARIATES)
     assert "eid" not in tab.X.columns and len(tab.X) == 300
     spi = F.build_features(p, "tabular+spirometry")
     assert set(SPIRO) <= set(spi.X.columns)
@@ -128,9 +133,9 @@ def test_bad_feature_inputs():
 def test_embeddings_join_and_validation(tmp_path):
     p = make_participants(150)
     path = write_embeddings(tmp_path / "emb.parquet", p)
-    emb = F.load_embeddings(path)
+    emb = E.load_embeddings(path)
     fm = F.build_features(p, "tabular+embedding", embeddings=emb)
-    assert fm.X.shape[1] == len(F.TABULAR_NUMERIC) + len(F.TABULAR_CATEGORICAL) + 128
+    assert fm.X.shape[1] == len(NUMERIC_COVARIATES) + len(CATEGORICAL_COVARIATES) + 128
     shuffled = emb.sample(frac=1.0, random_state=0)
     fm2 = F.build_features(p, "tabular+embedding", embeddings=shuffled)
     pd.testing.assert_frame_equal(fm.X, fm2.X)  # joined by eid, not by position
@@ -144,7 +149,7 @@ def test_embeddings_join_and_validation(tmp_path):
     assert any(f"{(~ok).sum()} of 150 QC-failed participants have no spirogram embedding" in n for n in fm3.notes)
     pd.read_parquet(path).drop(columns=["emb_127"]).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(SpirolmInputError, match="emb_127"):
-        F.load_embeddings(tmp_path / "bad.parquet")
+        E.load_embeddings(tmp_path / "bad.parquet")
 
 
 def test_encode_categoricals_fixed_vocabulary():
@@ -177,35 +182,37 @@ def test_registry():
 
 
 def _fit(p: pd.DataFrame, seed: int, feature_sets=("tabular", "tabular+spirometry"), models=("logreg", "xgboost")):
-    return B.fit_baselines(p, ["asthma", "copd"], feature_sets=feature_sets, models=models, embeddings=None,
-                           seed=seed, configs=FAST)
+    return fit_baselines(p, ["asthma", "copd"], feature_sets=feature_sets, models=models, embeddings=None,
+                         seed=seed, configs=FAST)
 
 
 def test_fit_learns_the_signal_and_is_reproducible():
     p = make_participants()
-    fitted, preds, skipped, _ = _fit(p, seed=0)
-    assert skipped == [] and len(fitted) == 8
-    assert list(preds["eid"]) == list(p.loc[p["split"] == "test", "eid"])
+    fit = _fit(p, seed=0)
+    assert fit.skipped == [] and len(fit.fitted) == 8
+    for scores in fit.scores.values():
+        assert list(scores["eid"]) == list(p.loc[p["split"] == "test", "eid"])
     test = p[p["split"] == "test"].reset_index(drop=True)
-    result = compare_methods(test, B._scores_by_method(preds, fitted), ["asthma", "copd"], n_bootstrap=100)
+    result = compare_methods(test, fit.scores, ["asthma", "copd"], n_bootstrap=100)
     table = result.to_frame().set_index(["method", "trait"])
     for (method, trait), row in table.iterrows():
         assert 0.6 < row["auroc"] <= table.loc[(ORACLE, trait), "auroc"] + 0.05, (method, trait)
     # spirometry carries the signal for both traits, so adding it must help the linear model
     for trait in ("asthma", "copd"):
         assert table.loc[("logreg:tabular+spirometry", trait), "auroc"] > table.loc[("logreg:tabular", trait), "auroc"]
-    _, again, _, _ = _fit(p, seed=0, feature_sets=("tabular+spirometry",))
-    pd.testing.assert_frame_equal(preds[again.columns], again)  # same config -> identical predictions
-    _, other, _, _ = _fit(p, seed=1, feature_sets=("tabular",), models=("xgboost",))
-    assert not np.allclose(other["copd__xgboost:tabular"], preds["copd__xgboost:tabular"])
+    again = _fit(p, seed=0, feature_sets=("tabular+spirometry",)).scores
+    for method, scores in again.items():  # same config -> identical predictions
+        pd.testing.assert_frame_equal(fit.scores[method], scores)
+    other = _fit(p, seed=1, feature_sets=("tabular",), models=("xgboost",)).scores
+    assert not np.allclose(other["xgboost:tabular"]["risk_copd"], fit.scores["xgboost:tabular"]["risk_copd"])
 
 
 def test_xgboost_early_stops_on_validation():
     p = make_participants(800)
-    fitted, *_ = B.fit_baselines(p, ["copd"], feature_sets=("tabular",), models=("xgboost",), embeddings=None,
-                                 seed=0, configs={"xgboost": B.XGBoostConfig(n_estimators=2000, learning_rate=0.3,
-                                                                             early_stopping_rounds=10, nthread=1)})
-    model = fitted[("xgboost", "tabular", "copd")].model
+    fit = fit_baselines(p, ["copd"], feature_sets=("tabular",), models=("xgboost",), embeddings=None,
+                        seed=0, configs={"xgboost": B.XGBoostConfig(n_estimators=2000, learning_rate=0.3,
+                                                                    early_stopping_rounds=10, nthread=1)})
+    model = fit.fitted[("xgboost", "tabular", "copd")].model
     assert model.params()["best_iteration"] < 200
 
 
@@ -213,40 +220,40 @@ def test_single_class_in_a_split_names_trait_and_split(tmp_path):
     p = make_participants(400)
     p.loc[p["split"] == "val", "copd"] = 0
     with pytest.raises(SpirolmInputError, match="field copd: trait 'copd' has a single class in split 'val'"):
-        B.train_baselines(write_cohort(tmp_path / "c", p), out_dir=tmp_path / "out", tracking_uri="unused://")
+        train_baselines(write_cohort(tmp_path / "c", p), out_dir=tmp_path / "out", tracking_uri="unused://")
 
 
 def test_unknown_split_and_model(tmp_path):
     p = make_participants(300)
     with pytest.raises(SpirolmInputError, match="unknown baseline model"):
-        B.train_baselines(write_cohort(tmp_path / "c", p), models=("svm",), out_dir=tmp_path / "o")
+        train_baselines(write_cohort(tmp_path / "c", p), models=("svm",), out_dir=tmp_path / "o")
     with pytest.raises(SpirolmInputError, match="unknown feature set"):
-        B.train_baselines(tmp_path / "c", feature_sets=("raw",), out_dir=tmp_path / "o")
+        train_baselines(tmp_path / "c", feature_sets=("raw",), out_dir=tmp_path / "o")
     with pytest.raises(SpirolmInputError, match="participants.parquet"):
-        B.train_baselines(tmp_path / "nowhere", out_dir=tmp_path / "o")
+        train_baselines(tmp_path / "nowhere", out_dir=tmp_path / "o")
 
 
 def test_embedding_feature_set_runs_with_embeddings():
     p = make_participants(600)
     emb = write_embeddings_frame(p)
-    fitted, preds, skipped, _ = B.fit_baselines(p, ["copd"], feature_sets=("tabular+embedding",),
-                                                models=("logreg",), embeddings=emb, seed=0, configs=FAST)
-    assert skipped == [] and "copd__logreg:tabular+embedding" in preds.columns
-    _, _, skipped, _ = B.fit_baselines(p, ["copd"], feature_sets=("tabular", "tabular+embedding"),
-                                       models=("logreg",), embeddings=None, seed=0)
+    fit = fit_baselines(p, ["copd"], feature_sets=("tabular+embedding",), models=("logreg",), embeddings=emb,
+                        seed=0, configs=FAST)
+    assert fit.skipped == [] and "risk_copd" in fit.scores["logreg:tabular+embedding"].columns
+    skipped = fit_baselines(p, ["copd"], feature_sets=("tabular", "tabular+embedding"), models=("logreg",),
+                            embeddings=None, seed=0).skipped
     assert len(skipped) == 1 and "no spirogram embeddings" in skipped[0]
 
 
 def write_embeddings_frame(p: pd.DataFrame) -> pd.DataFrame:
     """Like the encoder export: one row per participant whose spirometry did not fail QC."""
-    emb = pd.DataFrame(np.random.default_rng(0).normal(size=(len(p), 128)), columns=list(F.EMBEDDING_COLUMNS))
+    emb = pd.DataFrame(np.random.default_rng(0).normal(size=(len(p), 128)), columns=list(E.EMBEDDING_COLUMNS))
     emb.insert(0, "eid", p["eid"].to_numpy())
     return emb[(p["qc_status"] != "fail").to_numpy()].reset_index(drop=True)
 
 
 def test_cli_end_to_end_local_store(tmp_path, monkeypatch):
     """The command prints the table and where the runs are, and writes predictions, tables and plots."""
-    from experiments.cli_baselines import train_baselines_cmd
+    from experiments.cli.baselines import train_baselines_cmd
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -263,9 +270,11 @@ def test_cli_end_to_end_local_store(tmp_path, monkeypatch):
     assert "mlflow ui --backend-store-uri sqlite:///" in res.output.replace("\n", "")
     assert "participants without a label" in res.output
     assert (tmp_path / "mlflow.db").exists()
-    preds = pd.read_parquet(tmp_path / "out" / "predictions_test.parquet")
-    assert list(preds.columns) == ["eid", "copd__logreg:tabular", "copd__xgboost:tabular"]
-    assert len(preds) == (p["split"] == "test").sum()  # participants without a label are still scored
+    preds = read_predictions(tmp_path / "out" / "predictions_test.parquet")
+    assert list(preds) == ["logreg:tabular", "xgboost:tabular"]
+    for scores in preds.values():
+        assert list(scores.columns) == ["eid", "risk_copd"]
+        assert len(scores) == (p["split"] == "test").sum()  # participants without a label are still scored
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert set(table["method"]) == {ORACLE, "logreg:tabular", "xgboost:tabular"}
     assert (table["n_missing_label"] == 3).all()
@@ -280,8 +289,8 @@ def test_pipeline_numbers_reproduce_exactly(tmp_path, monkeypatch):
     cohort = write_cohort(tmp_path / "c", n=500)
     kw = {"feature_sets": ("tabular+spirometry",), "n_bootstrap": 200, "configs": FAST, "explain": False,
           "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}
-    a = B.train_baselines(cohort, out_dir=tmp_path / "a", seed=5, **kw)
-    b = B.train_baselines(cohort, out_dir=tmp_path / "b", seed=5, **kw)
+    a = train_baselines(cohort, out_dir=tmp_path / "a", seed=5, **kw)
+    b = train_baselines(cohort, out_dir=tmp_path / "b", seed=5, **kw)
     assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
     assert a.comparison.to_markdown() == b.comparison.to_markdown()
     assert a.experiment_name == b.experiment_name and a.parent_run_id != b.parent_run_id

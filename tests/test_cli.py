@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from PIL import Image
 
 SPIROLM = [sys.executable, "-m", "experiments.cli"]
 
@@ -153,4 +156,8 @@ def test_notebooks_run_top_to_bottom_on_the_finished_run(
         NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.output_type == "error"]
-        assert sum(o.output_type == "display_data" for o in outputs) >= 5, path.name  # the plots were drawn
+        pngs = [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+        assert len(pngs) >= 9, (path.name, len(pngs))  # every figure of the notebook came out as a real image
+        for png in pngs:
+            with Image.open(io.BytesIO(png)) as image:
+                assert image.format == "PNG" and image.width > 100 and image.height > 100

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import PROFILES, load_run_config
-from experiments.stages import file_fingerprint, is_cached, run_stage, stage_key, stage_seconds
+from experiments.pipeline.config import PROFILES, load_run_config
+from experiments.pipeline.stages import file_fingerprint, is_cached, run_stage, stage_key, stage_seconds
 from signals.errors import SpirolmInputError
 
 

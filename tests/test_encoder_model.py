@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from experiments.train_encoder import FORMAT, load_encoder, load_train_config, parse_override, save_encoder
+from experiments.common.config_io import parse_override
+from experiments.encoder.export import FORMAT, load_encoder, save_encoder
+from experiments.pipeline.config import load_run_config
 from signals.encoder import (
     EncoderConfig,
     ResBlockD,
@@ -196,20 +198,22 @@ def test_load_refuses_other_architectures(tmp_path) -> None:
 
 
 def test_train_config_profiles_and_overrides(tmp_path) -> None:
-    cfg = load_train_config()
+    cfg = load_run_config().encoder
     assert cfg.model.width_multiplier == 0.25 and cfg.data.batch_size == 256
-    full = load_train_config(profile="full")
+    full = load_run_config(profile="full").encoder
     assert full.model.width_multiplier == 1.0 and full.trainer.compile
     user = tmp_path / "user.yaml"
-    user.write_text("model:\n  channels: [flow_volume, volume_time]\n")
-    cfg = load_train_config(user, ["trainer.max_epochs=3", "data.traits=[copd]"])
-    assert cfg.model.channels == TWO and cfg.trainer.max_epochs == 3 and cfg.data.traits == ("copd",)
+    user.write_text("encoder:\n  model:\n    channels: [flow_volume, volume_time]\n")
+    run = load_run_config(config_file=user, overrides=["encoder.trainer.max_epochs=3", "traits=[copd]"])
+    assert run.encoder.model.channels == TWO and run.encoder.trainer.max_epochs == 3 and run.traits == ("copd",)
     assert parse_override("a.b.c=1.5") == {"a": {"b": {"c": 1.5}}}
-    with pytest.raises(SpirolmInputError, match="trainer.max_epoch"):
-        load_train_config(overrides=["trainer.max_epoch=3"])
-    with pytest.raises(SpirolmInputError, match="model.width_multiplier"):
-        load_train_config(overrides=["model.width_multiplier=wide"])
+    with pytest.raises(SpirolmInputError, match="encoder.trainer.max_epoch"):
+        load_run_config(overrides=["encoder.trainer.max_epoch=3"])
+    with pytest.raises(SpirolmInputError, match="encoder.model.width_multiplier"):
+        load_run_config(overrides=["encoder.model.width_multiplier=wide"])
     with pytest.raises(SpirolmInputError, match="key.path=value"):
-        load_train_config(overrides=["max_epochs"])
-    with pytest.raises(SpirolmInputError, match="unknown encoder profile"):
-        load_train_config(profile="huge")
+        load_run_config(overrides=["max_epochs"])
+    with pytest.raises(SpirolmInputError, match="unknown profile"):
+        load_run_config(profile="huge")
+    with pytest.raises(SpirolmInputError, match="encoder.model.traits: set the run's traits at the top level"):
+        load_run_config(overrides=["encoder.model.traits=[copd]"])

@@ -12,12 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from encoder_fixtures import build_tiny_cohort, qc_passing_eids
 from typer.testing import CliRunner
 
-from encoder_fixtures import build_tiny_cohort, qc_passing_eids
-from experiments.cli_encoder import app
-from experiments.encoder_data import EncoderDataModule, build_curves, load_curve_table
-from experiments.train_encoder import embed_cohort, embedding_columns, load_encoder, load_train_config, save_encoder, train_encoder
+from experiments.cli.encoder import app
+from experiments.data.curves import build_curves, load_curve_table
+from experiments.data.embeddings import embedding_columns
+from experiments.encoder.datamodule import EncoderDataModule
+from experiments.encoder.embed import embed_cohort
+from experiments.encoder.export import load_encoder, save_encoder
+from experiments.encoder.train import train_encoder
+from experiments.pipeline.config import load_run_config
 from signals.encoder import EncoderConfig, SpiroEncoder
 from signals.errors import SpirolmInputError
 
@@ -25,7 +30,10 @@ TINY = ["model.width_multiplier=0.125", "data.batch_size=32", "trainer.threads=1
 
 
 def _cfg(*extra: str, tracking: bool = False):
-    return load_train_config(overrides=[*TINY, f"tracking.enabled={str(tracking).lower()}", *extra])
+    """The default profile's encoder section with tiny sizes (``seed=N`` sets the run's seed)."""
+    changes = [*TINY, f"log_mlflow={str(tracking).lower()}", *extra]
+    run = load_run_config(overrides=[c if c.startswith("seed=") else f"encoder.{c}" for c in changes])
+    return {"cfg": run.encoder, "seed": run.seed}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,7 @@ def trained(tmp_path_factory, cohort):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        result = train_encoder(cohort, root / "out", _cfg("trainer.max_epochs=2", tracking=True), progress=False)
+        result = train_encoder(cohort, root / "out", **_cfg("trainer.max_epochs=2", tracking=True), progress=False)
     return result, uri
 
 
@@ -67,7 +75,7 @@ def test_datamodule_batches_and_train_only_scaling(cohort) -> None:
 
 
 def test_fast_dev_run_trains_and_exports(cohort, tmp_path) -> None:
-    result = train_encoder(cohort, tmp_path, _cfg("trainer.fast_dev_run=true"), progress=False)
+    result = train_encoder(cohort, tmp_path, **_cfg("trainer.fast_dev_run=true"), progress=False)
     assert result.checkpoint is None and result.run_id is None  # fast_dev_run: no checkpoints, no logging
     net = load_encoder(result.model_ref)
     assert net.cfg.traits == ("asthma", "copd") and net.cfg.width_multiplier == 0.125
@@ -101,12 +109,12 @@ def test_training_logs_to_mlflow_and_exports(trained, cohort) -> None:
 
 def test_training_is_deterministic(cohort, tmp_path) -> None:
     cfg = _cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2")
-    a = train_encoder(cohort, tmp_path / "a", cfg, progress=False)
-    b = train_encoder(cohort, tmp_path / "b", cfg, progress=False)
+    a = train_encoder(cohort, tmp_path / "a", **cfg, progress=False)
+    b = train_encoder(cohort, tmp_path / "b", **cfg, progress=False)
     assert a.metrics == b.metrics
     wa, wb = load_encoder(a.model_path).state_dict(), load_encoder(b.model_path).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = train_encoder(cohort, tmp_path / "c", _cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "seed=1"),
+    c = train_encoder(cohort, tmp_path / "c", **_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "seed=1"),
                       progress=False)
     assert c.metrics != a.metrics  # the seed matters, so the equality above is not vacuous
 
@@ -130,7 +138,7 @@ def test_embed_writes_one_row_per_qc_passing_participant(trained, cohort, tmp_pa
 def test_trait_without_train_positives_is_an_input_error(tmp_path) -> None:
     bad = build_tiny_cohort(tmp_path / "c", n=60, seed=1, zero_positive_trait="asthma")
     with pytest.raises(SpirolmInputError, match="trait 'asthma' has no positives in the train split"):
-        train_encoder(bad, tmp_path / "out", _cfg("trainer.fast_dev_run=true"), progress=False)
+        train_encoder(bad, tmp_path / "out", **_cfg("trainer.fast_dev_run=true"), progress=False)
     # Choosing the other trait explicitly is fine.
     dm = EncoderDataModule(bad, traits=("copd",))
     dm.setup()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from experiments.evaluation import (
+from experiments.evaluate.harness import (
     ORACLE,
     age_band,
     bootstrap_auroc_auprc,
@@ -17,6 +17,7 @@ from experiments.evaluation import (
     default_subgroups,
     evaluate_scores,
 )
+from experiments.evaluate.plots import plot_comparison
 from signals.errors import SpirolmInputError
 
 
@@ -187,8 +188,8 @@ def _test_split(n: int = 800, seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd
     })
     order = rng.permutation(n)  # methods may list participants in any order
     scores = {
-        "noisy": pd.DataFrame({"eid": eids[order], "asthma": noisy_a[order], "copd": noisy_c[order]}),
-        "constant-ish": pd.DataFrame({"eid": eids, "asthma": np.full(n, 0.3) + rng.normal(0, 1e-3, n)}),
+        "noisy": pd.DataFrame({"eid": eids[order], "risk_asthma": noisy_a[order], "risk_copd": noisy_c[order]}),
+        "constant-ish": pd.DataFrame({"eid": eids, "risk_asthma": np.full(n, 0.3) + rng.normal(0, 1e-3, n)}),
     }
     return participants, scores
 
@@ -214,7 +215,7 @@ def test_compare_methods_adds_oracle_and_ratio(tmp_path):
     assert pd.read_csv(files[1]).shape[0] == len(result.metrics)
     sub = pd.read_csv(files[2])
     assert {"method", "trait", "variable", "level"} <= set(sub.columns) and "eid" not in sub.columns
-    pngs = result.plot(tmp_path / "plots")
+    pngs = plot_comparison(result, tmp_path / "plots")
     assert len(pngs) == 6 and all(p.stat().st_size > 5000 for p in pngs)
 
 
@@ -238,7 +239,7 @@ def test_compare_methods_bad_input():
     short = {"noisy": scores["noisy"].iloc[1:]}
     with pytest.raises(SpirolmInputError, match="no risk for 1 of 800"):
         compare_methods(participants, short, ["asthma"], n_bootstrap=10)
-    extra = {"noisy": pd.concat([scores["noisy"], pd.DataFrame({"eid": [1], "asthma": [0.5], "copd": [0.5]})])}
+    extra = {"noisy": pd.concat([scores["noisy"], pd.DataFrame({"eid": [1], "risk_asthma": [0.5], "risk_copd": [0.5]})])}
     with pytest.raises(SpirolmInputError, match="not in the evaluated set"):
         compare_methods(participants, extra, ["asthma"], n_bootstrap=10)
     dup = {"noisy": pd.concat([scores["noisy"], scores["noisy"].iloc[:1]])}
@@ -248,6 +249,6 @@ def test_compare_methods_bad_input():
         compare_methods(participants, {ORACLE: scores["noisy"]}, ["asthma"], n_bootstrap=10)
     with pytest.raises(SpirolmInputError, match="field wheeze"):
         compare_methods(participants, scores, ["wheeze"], n_bootstrap=10)
-    bad = {"noisy": scores["noisy"].assign(asthma=lambda d: d["asthma"].where(d.index != 5, np.nan))}
+    bad = {"noisy": scores["noisy"].assign(risk_asthma=lambda d: d["risk_asthma"].where(d.index != 5, np.nan))}
     with pytest.raises(SpirolmInputError, match="non-finite.*participant"):
         compare_methods(participants, bad, ["asthma"], n_bootstrap=10)

@@ -8,22 +8,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from encoder_fixtures import build_tiny_cohort
 
-from experiments.encoder_data import fit_scaling, load_curve_table
-from experiments.explain_helm import (
-    ABLATION_FILE, ABLATION_SUMMARY_FILE, COSTS_FILE, IG_FILE, MANIFEST_FILE, HeLMExplainSettings, choose_examples,
+from experiments.data.curves import load_curve_table
+from experiments.data.participants import read_participants
+from experiments.encoder.datamodule import fit_scaling
+from experiments.encoder.embed import embed_cohort
+from experiments.encoder.export import save_encoder
+from experiments.explain.helm_run import (
+    ABLATION_FILE,
+    ABLATION_SUMMARY_FILE,
+    COSTS_FILE,
+    IG_FILE,
+    MANIFEST_FILE,
+    HeLMExplainSettings,
+    choose_examples,
     explain_helm_run,
 )
-from experiments.helm_data import build_table, read_helm_participants
-from experiments.train_encoder import embed_cohort, save_encoder
-from experiments.train_helm import score_table
+from experiments.helm.datamodule import build_table
+from experiments.helm.score import score_table
 from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.serialize import TabularScaler
 from llm_bridge.tiny import build_tiny_llm
 from signals.encoder import EncoderConfig, SpiroEncoder
 from signals.errors import SpirolmInputError
-from encoder_fixtures import build_tiny_cohort
 
 torch.set_num_threads(1)
 CHANNELS = ("flow_volume", "flow_volume_norm")
@@ -66,9 +75,10 @@ def test_full_risk_equals_the_normal_helm_score(setup, text_spiro_run):
     res = text_spiro_run
     helm = HeLM.load_checkpoint(setup["ckpt"], setup["llm"])
     emb = pd.read_parquet(embed_cohort(setup["encoder"], setup["cohort"], setup["root"] / "emb.parquet", progress=False))
-    rows, _ = read_helm_participants(setup["cohort"], ("asthma", "copd"))
+    rows, _ = read_participants(setup["cohort"], ("asthma", "copd"))
     rows = rows[rows["eid"].isin(setup["eids"])].merge(emb, on="eid")
-    normal = score_table(helm, build_table(helm, rows), batch_size=5).melt("eid", var_name="trait", value_name="normal")
+    normal = score_table(helm, build_table(helm, rows), batch_size=5).rename(columns=lambda c: c.removeprefix("risk_"))
+    normal = normal.melt("eid", var_name="trait", value_name="normal")
     got = res.ablation.merge(normal, on=["eid", "trait"], validate="one_to_one")
     assert len(got) == 2 * len(setup["eids"]) == len(res.ablation)
     np.testing.assert_allclose(got["risk_full"], got["normal"], atol=2e-5)
@@ -190,7 +200,7 @@ def test_cli_explain_helm(setup, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from experiments.cli_explain import explain_helm, parse_eids
+    from experiments.cli.explain import explain_helm, parse_eids
 
     app = typer.Typer()
     app.command()(explain_helm)
@@ -207,7 +217,7 @@ def test_cli_explain_helm(setup, tmp_path):
 
 
 def test_the_integrated_gradients_reference_keeps_the_position_channel():
-    from experiments.explain_helm import ig_reference
+    from experiments.explain.helm_run import ig_reference
     from signals.curves import position_row
 
     channels = ("flow_volume", "flow_volume_norm", "position")

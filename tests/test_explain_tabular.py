@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_baselines import FAST, make_participants
 
-from experiments import baselines as B
-from experiments.explain_tabular import (
+from experiments.baselines.fit import fit_baselines
+from experiments.explain.tabular_shap import (
     ShapResult,
     explain_tabular,
     plot_shap_summary,
@@ -21,8 +21,8 @@ from signals.errors import SpirolmInputError
 @pytest.fixture(scope="module")
 def fitted():
     p = make_participants(700, seed=4)
-    runs, *_ = B.fit_baselines(p, ["copd"], feature_sets=("tabular+spirometry",), models=("logreg", "xgboost"),
-                               embeddings=None, seed=0, configs=FAST)
+    runs = fit_baselines(p, ["copd"], feature_sets=("tabular+spirometry",), models=("logreg", "xgboost"),
+                         embeddings=None, seed=0, configs=FAST).fitted
     return p, runs
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments.helm_module import HeLMModule
+from experiments.helm.module import HeLMModule
 from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.projector import SoftTokenProjector, fit_embedding_probe
@@ -31,7 +31,7 @@ def test_each_trait_reads_its_own_token_set(llama):
     copd = model.soft_tokens(2, emb, None, trait="copd")
     assert asthma.shape == copd.shape == (2, 3, llama.hidden_size)
     assert not torch.allclose(asthma, copd)
-    torch.testing.assert_close(torch.cat([asthma, copd], dim=1), model.spirogram_tokens(emb))
+    torch.testing.assert_close(torch.cat([asthma, copd], dim=1), model.soft_tokens(len(emb), emb, None, every_set=True))
     with pytest.raises(ValueError, match="tokens_per_trait"):
         model.soft_tokens(2, emb, None)
     # the prefix-cache path and the full-sequence path still agree with separate sets

@@ -10,12 +10,18 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from experiments.evaluation import ORACLE, compare_methods
-from experiments.helm_stage import (
-    PREDICTIONS_FILE, SUMMARY_FILE, HeLMStageSettings, helm_stage_scores, load_stage_scores, restrict_to_eids,
-    subsample_split,
+from experiments.evaluate.harness import ORACLE, compare_methods
+from experiments.helm.config import ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig
+from experiments.helm.score import untrained_text_scores
+from experiments.helm.train import select_participants
+from experiments.pipeline.config import HeLMStageConfig
+from experiments.pipeline.helm_stage import (
+    PREDICTIONS_FILE,
+    SUMMARY_FILE,
+    helm_stage_scores,
+    load_stage_scores,
+    restrict_to_eids,
 )
-from experiments.train_helm import ROW_TEXT_SPIRO, ROW_ZERO_SHOT, untrained_text_scores
 from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.tiny import build_tiny_llm
@@ -36,8 +42,10 @@ def setup(tmp_path_factory):
     return cohort, emb_path, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))
 
 
-SMALL = HeLMStageSettings(rows=(ROW_ZERO_SHOT, ROW_TEXT_SPIRO), max_train=40, max_val=10, max_eval=12, max_epochs=1,
-                          batch_size=8, score_batch_size=8, log_mlflow=False)
+SMALL = HeLMStageConfig(rows=(ROW_ZERO_SHOT, ROW_TEXT_SPIRO),
+                        train=HeLMTrainConfig(max_train=40, max_val=10, max_eval=12, max_epochs=1, batch_size=8,
+                                              score_batch_size=8, log_mlflow=False))
+RISKS = ["risk_asthma", "risk_copd"]
 
 
 def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
@@ -51,14 +59,14 @@ def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
     assert set(result.scores) == {ROW_ZERO_SHOT, ROW_TEXT_SPIRO}
     for df in result.scores.values():
         assert sorted(df["eid"]) == sorted(result.eval_eids)
-        assert df[["asthma", "copd"]].apply(lambda s: s.between(0, 1).all()).all()
+        assert df[RISKS].apply(lambda s: s.between(0, 1).all()).all()
     # the zero-shot and trained rows are different models, not copies
-    assert not np.allclose(result.scores[ROW_ZERO_SHOT]["asthma"], result.scores[ROW_TEXT_SPIRO]["asthma"])
-    # files: wide predictions round-trip, summary with counts and timings
+    assert not np.allclose(result.scores[ROW_ZERO_SHOT]["risk_asthma"], result.scores[ROW_TEXT_SPIRO]["risk_asthma"])
+    # files: predictions round-trip, summary with counts and timings
     loaded = load_stage_scores(tmp_path)
     for m, df in result.scores.items():
         pd.testing.assert_frame_equal(loaded[m].sort_values("eid").reset_index(drop=True),
-                                      df.sort_values("eid").reset_index(drop=True)[["eid", "asthma", "copd"]],
+                                      df.sort_values("eid").reset_index(drop=True)[["eid", *RISKS]],
                                       check_dtype=False)
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["counts"]["val"] == 10 and summary["seconds"][ROW_TEXT_SPIRO] > 0
@@ -67,11 +75,12 @@ def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
 
 def test_stage_output_feeds_the_shared_comparison(setup, tmp_path):
     cohort, emb_path, llm = setup
-    settings = HeLMStageSettings(rows=(ROW_ZERO_SHOT,), max_eval=15, log_mlflow=False, score_batch_size=8)
+    settings = HeLMStageConfig(rows=(ROW_ZERO_SHOT,), train=HeLMTrainConfig(max_eval=15, log_mlflow=False,
+                                                                             score_batch_size=8))
     result = helm_stage_scores(settings, cohort, emb_path, tmp_path, seed=1, llm=llm)
     p = pd.read_parquet(cohort / "participants.parquet")
     usable = p[(p["split"] == "test") & (p["qc_status"] != "fail")].reset_index(drop=True)
-    baseline = pd.DataFrame({"eid": usable["eid"], "asthma": 0.5, "copd": 0.5})  # scores the whole test split
+    baseline = pd.DataFrame({"eid": usable["eid"], "risk_asthma": 0.5, "risk_copd": 0.5})  # the whole test split
     keep, methods = restrict_to_eids(usable, {"baseline": baseline, **result.scores}, result.eval_eids)
     table = compare_methods(keep, methods, ["asthma", "copd"], n_bootstrap=20).to_frame()
     assert {ORACLE, "baseline", ROW_ZERO_SHOT} <= set(table["method"])
@@ -89,29 +98,34 @@ def test_zero_shot_shared_prefix_matches_one_prompt_per_trait(setup):
         with torch.no_grad():
             pairs = helm.score_full(helm.prefix_ids(p), traits=(trait,))
         expected = torch.softmax(pairs, dim=-1)[:, 0, 1].numpy()
-        np.testing.assert_allclose(shared[trait].to_numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(shared[f"risk_{trait}"].to_numpy(), expected, atol=1e-5)
 
 
 def test_subsample_is_seeded_and_independent_of_other_splits(setup):
     cohort, _, _ = setup
     p = pd.read_parquet(cohort / "participants.parquet")
-    a = subsample_split(p, "test", 10, seed=3)["eid"].tolist()
-    assert a == subsample_split(p, "test", 10, seed=3)["eid"].tolist()
-    assert a != subsample_split(p, "test", 10, seed=4)["eid"].tolist()
-    assert a == subsample_split(p[p["split"] != "train"], "test", 10, seed=3)["eid"].tolist()
-    assert len(subsample_split(p, "test", None, seed=3)) == (p["split"] == "test").sum()
+
+    def test_eids(seed: int, **caps: object) -> list[int]:
+        picked = select_participants(p, HeLMTrainConfig(**{"max_eval": 10, **caps}), seed)
+        return picked.loc[picked["split"] == "test", "eid"].tolist()
+
+    a = test_eids(3)
+    assert a == test_eids(3)
+    assert a != test_eids(4)
+    assert a == test_eids(3, max_val=5, max_train=20)  # the test subsample does not move with the other caps
+    assert len(test_eids(3, max_eval=None)) == (p["split"] == "test").sum()
 
 
 def test_settings_validate_like_the_run_config():
-    adapter = TypeAdapter(HeLMStageSettings)
-    s = adapter.validate_python({"max_eval": 50, "rows": ["helm:text+spiro"]})
-    assert s.max_eval == 50 and s.rows == (ROW_TEXT_SPIRO,)
+    adapter = TypeAdapter(HeLMStageConfig)
+    s = adapter.validate_python({"train": {"max_eval": 50}, "rows": ["helm:text+spiro"]})
+    assert s.train.max_eval == 50 and s.rows == (ROW_TEXT_SPIRO,)
     with pytest.raises(ValidationError, match="max_evl"):
-        adapter.validate_python({"max_evl": 50})
+        adapter.validate_python({"train": {"max_evl": 50}})
     with pytest.raises((SpirolmInputError, ValidationError), match="unknown HeLM row"):
-        HeLMStageSettings(rows=("helm:bogus",))
+        HeLMStageConfig(rows=("helm:bogus",))
     with pytest.raises(SpirolmInputError, match="max_eval"):
-        HeLMStageSettings(max_eval=1)
+        HeLMTrainConfig(max_eval=1)
 
 
 def test_bad_inputs_name_the_file_or_participant(setup, tmp_path):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from experiments.evaluation import ORACLE
-from experiments.train_helm import (
-    ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig, helm_comparison, train_helm,
-)
+from experiments.evaluate.harness import ORACLE
+from experiments.helm.config import ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig
+from experiments.helm.train import train_helm
+from experiments.pipeline.config import HeLMStageConfig
+from experiments.pipeline.helm_stage import helm_comparison
 from llm_bridge.llm import load_llm
-from llm_bridge.model import HeLM
+from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
 from tests.encoder_fixtures import build_tiny_cohort
@@ -30,13 +32,14 @@ def setup(tmp_path_factory):
 
 def test_train_text_spiro_learns_and_checkpoint_reloads(setup, tmp_path):
     cohort, emb, llm, _ = setup
-    cfg = HeLMTrainConfig(max_epochs=3, batch_size=16, lr=5e-3, log_mlflow=True, seed=0)
+    cfg = HeLMTrainConfig(max_train=None, max_val=None, max_eval=None, max_epochs=3, batch_size=16, lr=5e-3,
+                          log_mlflow=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = train_helm(cohort, embeddings=emb, llm=llm, variant="text+spiro", out_dir=tmp_path, cfg=cfg,
-                     tracking_uri=uri)
+    run = train_helm(cohort, embeddings=emb, llm=llm, helm_cfg=HeLMConfig(variant="text+spiro"), out_dir=tmp_path,
+                     cfg=cfg, seed=0, tracking_uri=uri)
     assert run.method == ROW_TEXT_SPIRO and run.run_id is not None
-    assert set(run.scores.columns) == {"eid", "asthma", "copd"}
-    assert run.scores[["asthma", "copd"]].apply(lambda s: s.between(0, 1).all()).all()
+    assert set(run.scores.columns) == {"eid", "risk_asthma", "risk_copd"}
+    assert run.scores[["risk_asthma", "risk_copd"]].apply(lambda s: s.between(0, 1).all()).all()
     assert run.best_val_auroc > 0.7  # the embeddings carry the labels; chance is 0.5
     assert run.kv_store["participants"] > 0 and run.kv_store["hits"] > 0  # prefixes reused across epochs
     helm = HeLM.load_checkpoint(run.checkpoint, llm)
@@ -49,10 +52,13 @@ def test_train_text_spiro_learns_and_checkpoint_reloads(setup, tmp_path):
 
 def test_comparison_rows_share_participants_and_oracle(setup, tmp_path):
     cohort, emb, llm, _ = setup
-    cfg = HeLMTrainConfig(max_epochs=1, batch_size=16, log_mlflow=False, few_shot_k=2)
-    result = helm_comparison(cohort, embeddings=emb, llm=llm, rows=(ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO),
-                             out_dir=tmp_path, cfg=cfg, n_bootstrap=50)
-    table = result.comparison.to_frame()
+    cfg = HeLMTrainConfig(max_train=None, max_val=None, max_eval=None, max_epochs=1, batch_size=16,
+                          log_mlflow=False, few_shot_k=2)
+    emb_path = tmp_path / "emb.parquet"
+    emb.to_parquet(emb_path)
+    settings = HeLMStageConfig(rows=(ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO), train=cfg)
+    comparison, _ = helm_comparison(settings, cohort, emb_path, tmp_path, llm=llm, n_bootstrap=50)
+    table = comparison.to_frame()
     assert {ORACLE, ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO} <= set(table["method"])
     assert table.groupby("trait")["n"].nunique().eq(1).all()  # same participants in every row
     assert (tmp_path / "helm_results.md").exists()
@@ -61,7 +67,8 @@ def test_comparison_rows_share_participants_and_oracle(setup, tmp_path):
 def test_spiro_variant_without_embeddings_is_refused(setup, tmp_path):
     cohort, _, llm, _ = setup
     with pytest.raises(SpirolmInputError, match="needs spirogram embeddings"):
-        train_helm(cohort, llm=llm, variant="text+spiro", out_dir=tmp_path, cfg=HeLMTrainConfig(log_mlflow=False))
+        train_helm(cohort, llm=llm, helm_cfg=HeLMConfig(variant="text+spiro"), out_dir=tmp_path,
+                   cfg=HeLMTrainConfig(log_mlflow=False))
 
 
 def test_nan_embeddings_file_is_refused(setup, tmp_path):
@@ -78,7 +85,7 @@ def test_nan_embeddings_file_is_refused(setup, tmp_path):
 def test_cli_train_and_chat(setup, tmp_path):
     from typer.testing import CliRunner
 
-    from experiments.cli_helm import app
+    from experiments.cli.helm import app
 
     cohort, emb, llm, root = setup
     emb_path = tmp_path / "emb.parquet"
@@ -94,3 +101,30 @@ def test_cli_train_and_chat(setup, tmp_path):
                               "--llm", str(root / "llm"), "--checkpoint", str(ckpt), "--embeddings", str(emb_path),
                               "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
+
+
+def test_train_helm_command_and_the_main_job_stage_train_the_same_model(setup, tmp_path):
+    """One config tree: ``spirolm train helm`` and ``spirolm run``'s HeLM stage, same settings, same weights."""
+    from typer.testing import CliRunner
+
+    from experiments.cli.helm import app
+    from experiments.pipeline.config import load_run_config
+    from experiments.pipeline.helm_stage import helm_stage_scores
+
+    cohort, emb, llm, root = setup
+    emb_path = tmp_path / "emb.parquet"
+    emb.to_parquet(emb_path)
+    changes = ["helm.train.max_train=40", "helm.train.max_val=12", "helm.train.max_eval=12", "helm.train.log_mlflow=false",
+               "helm.train.batch_size=8", "helm.rows=[helm:text+spiro]", f"helm.llm={root / 'llm'}", "seed=3"]
+    cfg = load_run_config("default", overrides=changes)
+    stage = helm_stage_scores(cfg.helm, cohort, emb_path, tmp_path / "stage", seed=cfg.seed, llm=llm)
+    res = CliRunner().invoke(app, ["train-helm", "--cohort", str(cohort), "--embeddings", str(emb_path),
+                                   "--out", str(tmp_path / "cli"), *(a for c in changes for a in ("--set", c))])
+    assert res.exit_code == 0, res.output
+    a = torch.load(next((tmp_path / "stage").rglob("helm.pt")), weights_only=True)
+    b = torch.load(next((tmp_path / "cli").rglob("helm.pt")), weights_only=True)
+    assert a["config"] == b["config"] and a["state"].keys() == b["state"].keys()
+    for name, tensor in a["state"].items():
+        torch.testing.assert_close(tensor, b["state"][name], rtol=0, atol=0, msg=name)
+    cli_scores = pd.read_parquet(next((tmp_path / "cli").rglob("scores_test.parquet")))
+    pd.testing.assert_frame_equal(cli_scores, stage.scores[ROW_TEXT_SPIRO])

@@ -54,5 +54,6 @@ def test_real_llm_prefix_path_matches_and_projector_learns(smollm):
 
 
 def test_chat_answers_in_text(smollm):
-    answer = chat_answer(smollm, records(1), "Does this person smoke?", max_new_tokens=8)
+    answer = chat_answer(HeLM(smollm, HeLMConfig(variant="text")), records(1), "Does this person smoke?",
+                         max_new_tokens=8)
     assert isinstance(answer, str) and answer

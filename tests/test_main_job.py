@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pytest
 
 SPIROLM = [sys.executable, "-m", "experiments.cli"]
 
@@ -22,8 +21,7 @@ SPIROLM = [sys.executable, "-m", "experiments.cli"]
 CONFIG = """
 cohort: {n: 600}
 encoder:
-  profile: smoke
-  overrides: ["trainer.max_epochs=12", "trainer.patience=12"]
+  trainer: {max_epochs: 12, patience: 12}
 baselines: {enabled: false}
 helm: {enabled: false}
 explanations: {enabled: false}

@@ -23,8 +23,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_baselines import FAST, make_participants, write_cohort
 
-from experiments.baselines import train_baselines
-from experiments.mlflow_utils import load_risk_model, metric_key
+from experiments.baselines.mlflow_model import load_risk_model
+from experiments.common.tracking import metric_key
+from experiments.pipeline.baselines_job import train_baselines
 
 
 def _train(tmp_path: Path, uri: str | None, **kwargs):

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from experiments import browser_check
-from experiments.evaluation import compare_methods
-from experiments.report_html import SECTION_IDS, order_methods, render_html_report, write_html_report
+from experiments.evaluate.harness import compare_methods
+from experiments.report import browser_check
+from experiments.report.html_report import SECTION_IDS, order_methods, render_html_report, write_html_report
 from signals.errors import SpirolmInputError
 
 CHROMIUM = browser_check.DEFAULT_CHROMIUM
@@ -52,7 +52,7 @@ def _participants(n: int = 60) -> pd.DataFrame:
     p = pd.DataFrame({"eid": np.arange(1_000_001, 1_000_001 + n), "split": split, "qc_status": status,
                       "qc_reason": reason, "sex": rng.choice(["female", "male"], n), "age": rng.uniform(40, 70, n),
                       "smoking_status": rng.choice(["never", "previous", "current"], n)})
-    for i, t in enumerate(TRAITS):
+    for t in TRAITS:
         risk = rng.uniform(0.05, 0.6, n)
         y = (rng.uniform(size=n) < risk).astype(int)
         y[:4] = [0, 1, 0, 1]
@@ -69,7 +69,7 @@ def _evaluation(out: Path, p: pd.DataFrame, methods: list[str], plot_traits: lis
     for m in methods:
         s = ev[["eid"]].copy()
         for t in TRAITS:
-            s[t] = np.clip(ev[f"true_risk_{t}"] + rng.normal(0, 0.15, len(ev)), 0.01, 0.99)
+            s[f"risk_{t}"] = np.clip(ev[f"true_risk_{t}"] + rng.normal(0, 0.15, len(ev)), 0.01, 0.99)
         scores[m] = s
     result = compare_methods(ev, scores, TRAITS, n_bootstrap=20, seed=0, subgroups=False)
     result.save_tables(out)
@@ -380,8 +380,8 @@ def test_report_renders_in_headless_chromium(full_run: Path, tmp_path: Path) -> 
 def test_report_of_a_real_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The smoke profile without its HeLM stage (which alone takes ~15 min with its explanations on a busy
     2-core machine): real cohort, encoder, baselines, comparison and tabular SHAP manifest; HeLM "not run"."""
-    from experiments.config import load_run_config
-    from experiments.run import run_main
+    from experiments.pipeline.config import load_run_config
+    from experiments.pipeline.run import run_main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)

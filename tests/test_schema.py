@@ -137,7 +137,7 @@ def test_write_read_roundtrip(tmp_path):
     assert str(c.blows["blow_order"].dtype) == "Int32"
     assert c.blows["volume_ml"].iloc[2] is None
     assert list(c.blows["volume_ml"].iloc[0]) == [0, 100, 900, 2000, 2800, 3300, 3500]
-    pd.testing.assert_frame_equal(cohort_io.read_participants(tmp_path), c.participants)
+    pd.testing.assert_frame_equal(cohort_io.read_participants_file(tmp_path), c.participants)
     only = cohort_io.read_blows(tmp_path, eids=[101])
     assert only["eid"].tolist() == [101]
     assert cohort_io.read_cohort(tmp_path, blows=False).blows is None
@@ -165,5 +165,5 @@ def test_read_rejects_hand_edited_units(tmp_path):
     df.loc[0, "fev1_l"] = 2800.0
     df.to_parquet(tmp_path / cohort_io.PARTICIPANTS_FILE)
     with pytest.raises(SpirolmInputError, match="mL where litres") as err:
-        cohort_io.read_participants(tmp_path)
+        cohort_io.read_participants_file(tmp_path)
     assert err.value.eid == 100

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.helm_pyfunc import output_columns
-from experiments.scoring import MANIFEST, SHARD_DIR, read_scores, score_cohort
+from experiments.serve.pyfunc import output_columns
+from experiments.serve.scoring import MANIFEST, SHARD_DIR, read_scores, score_cohort
 from signals.errors import SpirolmInputError
 from signals.ukb3066 import format_3066
 from tests.scoring_fixtures import build_parts
@@ -123,7 +123,7 @@ def test_export_file_source_is_imported_once(parts, reference, tmp_path):
 
 
 def test_registered_model_uri_scores_like_the_local_directory(parts, reference, tmp_path, monkeypatch):
-    from experiments.helm_pyfunc import log_helm_pyfunc
+    from experiments.serve.pyfunc import log_helm_pyfunc
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-import experiments.scoring as scoring
-from experiments.scoring import MANIFEST, SHARD_DIR, read_scores, score_cohort
+import experiments.serve.scoring as scoring
+from experiments.serve.scoring import MANIFEST, SHARD_DIR, read_scores, score_cohort
 from signals.errors import SpirolmInputError
 from tests.scoring_fixtures import build_parts
 

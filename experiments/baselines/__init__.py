@@ -1,0 +1,1 @@
+"""Tabular baselines: feature sets, the model registry (logistic regression, XGBoost), fitting, MLflow models."""

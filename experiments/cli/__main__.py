@@ -1,0 +1,5 @@
+"""``python -m experiments.cli``: the same as the ``spirolm`` console script."""
+
+from experiments.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""What every layer of ``experiments`` shares: the strict config loader and where MLflow writes."""

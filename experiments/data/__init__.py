@@ -1,0 +1,1 @@
+"""Cohort tables → model inputs: participants with labels, best-blow curves, embeddings, prediction tables."""

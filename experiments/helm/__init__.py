@@ -1,0 +1,1 @@
+"""HeLM on a frozen LLM: training settings, data module, Lightning module, training and scoring."""

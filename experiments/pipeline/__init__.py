@@ -1,0 +1,1 @@
+"""The main job (``spirolm run``): the run config tree, cached stages, and the baselines and HeLM stages."""

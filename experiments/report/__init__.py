@@ -1,0 +1,1 @@
+"""What a finished run shows: the HTML report, its browser check, cohort figures and notebook loaders."""
