@@ -62,8 +62,9 @@ def build_synthetic_cohort(
 def rerun_qc(cohort_dir: Path, *, qc_standard: str = "ats2005"):  # type: ignore[no-untyped-def]
     """Re-run QC on an existing cohort directory with another standard and rewrite it in place.
 
-    Parse errors recorded at import stay rejected (their volumes are null); everything else is
-    re-measured, so switching ``ats2005`` ↔ ``ats2019`` changes only what the BEV floor changes.
+    Blows refused at import (``parse_error``, ``implausible_volume``: their volumes are null) stay
+    rejected; everything else is re-measured, so switching ``ats2005`` ↔ ``ats2019`` changes only what the
+    BEV floor changes.
     """
     cfg = qc_config_for(qc_standard)
     cohort = read_cohort(cohort_dir)

@@ -7,12 +7,16 @@ rejected blow and failed participant in an exclusions table so nothing is droppe
 
 Decisions (also in ``docs/phenotypes.md``):
 
-* Blows that could not be parsed arrive with ``volume_ml = null`` and ``qc_reason = "parse_error: ..."``;
-  they stay rejected and are not shown to ``qc_participant``.
+* Blows that could not be parsed arrive with ``volume_ml = null`` and ``qc_reason = "parse_error: ..."``
+  (or ``"implausible_volume: ..."`` for a negative or out-of-range volume the parser refused); they stay
+  rejected and are not shown to ``qc_participant``. A null volume without a reason is a ``parse_error``.
+* A blow that parses but breaks a physiological limit (``signals.plausibility``) is rejected by
+  ``signals.qc`` with ``implausible_flow`` / ``implausible_volume``, like any other QC code, so it never
+  feeds the participant's spirometry columns.
 * Every instance is QC'd (so ``blows.qc_status`` is meaningful for all rows), but ``is_best`` is set only
   for the chosen instance, so ``blows[blows.is_best]`` has at most one row per participant.
 * A participant with no usable blow at the chosen instance is ``fail`` with reason ``no_blows`` (no 3066
-  value at all) or ``no_usable_blow: <codes>`` (all blows unparseable); they stay in the table, since
+  value at all) or ``no_usable_blow: <codes>`` (all blows refused before QC); they stay in the table, since
   their EHR labels are still usable by models that do not need spirometry.
 * ``n_blows`` counts the blows recorded at the chosen instance, parseable or not.
 * GLI-2012 z-scores (``signals.gli.zscore``) are NaN where the spirometry value, age, sex or height is
@@ -31,14 +35,17 @@ from tqdm.auto import tqdm
 
 from signals import gli
 from signals.curves import validate_volume_ml
-from signals.errors import SpirolmInputError
+from signals.errors import ImplausibleBlowError, SpirolmInputError
 from signals.measures import BlowMeasures
+from signals.plausibility import IMPLAUSIBLE_VOLUME
 from signals.qc import ParticipantQC, QCConfig, qc_participant
 
 BLOW_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "bev_ml", "fet_s")
 PARTICIPANT_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s")
 Z_COLUMNS = {"fev1_z": ("fev1", "fev1_l"), "fvc_z": ("fvc", "fvc_l"), "fev1_fvc_z": ("fev1_fvc", "fev1_fvc")}
 PARSE_ERROR = "parse_error"
+PRE_QC_CODES = (PARSE_ERROR, IMPLAUSIBLE_VOLUME)
+"""Codes of blows refused before QC (no volume series): ``qc_reason`` is ``"<code>: <message>"``."""
 EXCLUSION_COLUMNS = ("eid", "instance", "blow_index", "level", "reason")
 _PARALLEL_MIN_GROUPS = 2000
 """Below this many sessions process start-up costs more than it saves."""
@@ -58,7 +65,8 @@ def run_qc(
     Args:
         participants: needs ``eid``, ``age``, ``sex``, ``height_cm``, ``gli_ethnicity``.
         blows: needs ``eid``, ``instance``, ``blow_index``, ``volume_ml`` (array or ``None`` when the
-            blow could not be parsed, with ``qc_reason`` starting ``parse_error``).
+            blow was refused before QC, with ``qc_reason`` ``"<code>: <message>"``, see
+            :data:`PRE_QC_CODES`).
         cfg: ATS/ERS thresholds (``signals.qc.QCConfig``).
         instance: the assessment visit whose best blow fills the participant's spirometry columns.
         workers: processes for the per-session QC (1 = in-process).
@@ -69,9 +77,9 @@ def run_qc(
         (``eid, instance, blow_index, level=blow|participant, reason``).
     """
     participants = participants.reset_index(drop=True).copy()
-    blows = _init_blow_columns(blows.reset_index(drop=True).copy())
-    parsed = blows["volume_ml"].map(lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
-    sub = blows[parsed.to_numpy(dtype=bool)]
+    parsed = blows["volume_ml"].map(_has_volume).to_numpy(dtype=bool)
+    blows = _init_blow_columns(blows.reset_index(drop=True).copy(), parsed)
+    sub = blows[parsed]
     volumes = sub["volume_ml"].to_numpy()
     jobs = [(key, sub.index[idx], [np.asarray(volumes[i], dtype=np.int32) for i in idx])
             for key, idx in sub.groupby(["eid", "instance"], sort=False).indices.items()]
@@ -110,8 +118,9 @@ def _qc_session(
 ) -> tuple[list[list[str]], list[dict], ParticipantQC, int | None]:
     """QC one (participant, instance) session.
 
-    A series that ``signals`` refuses (e.g. a single sample) is rejected as ``parse_error`` instead of
-    failing the whole session, so one bad blow never hides the participant's good ones.
+    A series that ``signals`` refuses (e.g. a single sample) is rejected as ``parse_error`` (a negative
+    volume as ``implausible_volume``) instead of failing the whole session, so one bad blow never hides
+    the participant's good ones.
 
     Returns:
         ``(reasons, measures, summary, best)``: per-blow reason codes and measure dicts in input order,
@@ -122,7 +131,7 @@ def _qc_session(
         try:
             validate_volume_ml(v)
         except SpirolmInputError as exc:
-            reasons.append([f"{PARSE_ERROR}: {exc.problem}"])
+            reasons.append([rejection_reason(exc)])
             measures.append(dict.fromkeys(BLOW_MEASURES, np.nan))
             continue
         valid.append(len(reasons))
@@ -162,12 +171,18 @@ def _measure_dict(m: BlowMeasures) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Filling the tables.
 
-def _init_blow_columns(blows: pd.DataFrame) -> pd.DataFrame:
+def _has_volume(v: object) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _init_blow_columns(blows: pd.DataFrame, parsed: np.ndarray) -> pd.DataFrame:
     if "qc_reason" not in blows:
         blows["qc_reason"] = ""
-    blows["qc_reason"] = blows["qc_reason"].fillna("").astype(object)
-    failed_parse = blows["qc_reason"].str.startswith(PARSE_ERROR)
-    blows["qc_status"] = np.where(failed_parse, "reject", "accept").astype(object)
+    reason = blows["qc_reason"].fillna("").astype(object)
+    # A blow without a series is rejected whatever its reason says: it cannot be measured.
+    blows["qc_reason"] = np.where(~parsed & (reason == ""), f"{PARSE_ERROR}: no volume series", reason)
+    blows["qc_reason"] = blows["qc_reason"].astype(object)
+    blows["qc_status"] = np.where(parsed, "accept", "reject").astype(object)
     blows["is_best"] = False
     for col in BLOW_MEASURES:
         blows[col] = np.nan
@@ -179,15 +194,15 @@ def _fill_participants(
 ) -> pd.DataFrame:
     at_inst = blows[blows["instance"] == instance]
     n_blows = at_inst.groupby("eid").size()
-    parse_reasons = (at_inst[at_inst["qc_reason"].str.startswith(PARSE_ERROR)]
-                     .groupby("eid")["qc_reason"].agg(lambda s: ";".join(sorted(set(r.split(":")[0] for r in s)))))
+    pre_qc = at_inst[at_inst["qc_reason"].map(lambda r: _pre_qc_code(r) is not None).to_numpy(dtype=bool)]
+    pre_qc_reasons = pre_qc.groupby("eid")["qc_reason"].agg(lambda s: ";".join(sorted({_pre_qc_code(r) for r in s})))
     status, reason = [], []
     values = {k: [] for k in PARTICIPANT_MEASURES}
     for eid in participants["eid"].to_numpy():
         pqc = summaries.get(int(eid))
-        if pqc is None:
+        if pqc is None or pqc.n_blows == 0:  # no blow reached QC
             status.append("fail")
-            reason.append(f"no_usable_blow: {parse_reasons[eid]}" if eid in parse_reasons.index else "no_blows")
+            reason.append(f"no_usable_blow: {pre_qc_reasons[eid]}" if eid in pre_qc_reasons.index else "no_blows")
             for k in PARTICIPANT_MEASURES:
                 values[k].append(np.nan)
             continue
@@ -238,13 +253,27 @@ def _exclusions(participants: pd.DataFrame, blows: pd.DataFrame, instance: int) 
     return out[list(EXCLUSION_COLUMNS)]
 
 
+def rejection_reason(exc: SpirolmInputError) -> str:
+    """``qc_reason`` of a blow refused before QC: ``"implausible_volume: <problem>"`` for an
+    :class:`~signals.errors.ImplausibleBlowError`, else ``"parse_error: <problem>"``."""
+    code = IMPLAUSIBLE_VOLUME if isinstance(exc, ImplausibleBlowError) else PARSE_ERROR
+    return f"{code}: {exc.problem}"
+
+
+def _pre_qc_code(reason: str) -> str | None:
+    """The code of a ``"<code>: <message>"`` reason of a blow refused before QC, else None."""
+    return next((c for c in PRE_QC_CODES if reason.startswith(c + ":")), None)
+
+
 def reason_counts(reasons: Sequence[str]) -> dict[str, int]:
-    """Count ``;``-joined reason codes, collapsing ``parse_error: <message>`` to ``parse_error``."""
+    """Count ``;``-joined reason codes, collapsing ``<code>: <message>`` (a blow refused before QC, see
+    :data:`PRE_QC_CODES`) to ``<code>``."""
     counts: dict[str, int] = {}
     for text in reasons:
         if not text:
             continue
-        codes = [PARSE_ERROR] if text.startswith(PARSE_ERROR) else text.split(";")
+        pre = _pre_qc_code(text)
+        codes = [pre] if pre is not None else text.split(";")
         for c in codes:
             counts[c] = counts.get(c, 0) + 1
     return dict(sorted(counts.items()))

@@ -9,6 +9,11 @@ Columns and units follow ``docs/design.md`` ("biobank/"). Trait columns (``asthm
 nullable ``Int8`` 0/1; ``true_risk_<trait>`` columns (synthetic cohorts) are probabilities in [0, 1]
 (the generator rounds to 7 decimals, so 0 and 1 occur).
 The arrow schemas here are what the importer writes, so chunk-by-chunk writes agree on types.
+
+Spirometry ranges are ``signals.plausibility.LIMITS``, the limits QC rejects blows by. Participant
+columns come only from accepted blows, and only accepted blows are range-checked in the blows table
+(a rejected blow keeps its measured values, however odd, next to its reason), so on an importer's
+output these checks can fail only through a bug, not through input data.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pyarrow
 
 from biobank.splits import SPLITS
 from signals.errors import SpirolmInputError
+from signals.plausibility import LIMITS
 
 SEXES = ("female", "male")
 SMOKING = ("never", "previous", "current")
@@ -48,17 +54,20 @@ RANGES: dict[str, tuple[float, float]] = {
     "age": (18.0, 100.0),
     "height_cm": (100.0, 230.0),
     "bmi": (10.0, 80.0),
-    "fev1_l": (0.1, 10.0),
-    "fvc_l": (0.1, 10.0),
-    "fev1_fvc": (0.1, 1.0),
+    **{name: (LIMITS[name].low, LIMITS[name].high)
+       for name in ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s")},
 }
-"""Plausible adult ranges; values outside are almost always unit errors (brief, cohort_io)."""
+"""Plausible adult ranges; values outside are almost always unit errors (brief, cohort_io). The
+spirometry ranges are the QC plausibility limits (``signals.plausibility``)."""
+BLOW_RANGE_COLUMNS = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s")
+"""Blow measures range-checked on accepted blows."""
 
 UNIT_HINTS: dict[str, str] = {
     "fev1_l": "values look like mL where litres are expected (e.g. 2.8, not 2800)",
     "fvc_l": "values look like mL where litres are expected (e.g. 3.6, not 3600)",
     "height_cm": "values look like metres or inches where centimetres are expected (e.g. 176, not 1.76)",
     "fev1_fvc": "values look like a percentage where a ratio is expected (e.g. 0.78, not 78)",
+    "pef_l_s": "PEF is in L/s (e.g. 8.5, not 510 L/min)",
     "bmi": "BMI is kg/m^2 (e.g. 26.5)",
     "age": "age is in years",
 }
@@ -172,8 +181,8 @@ def participants_schema(traits: Sequence[str] = ()) -> pa.DataFrameSchema:
         "fev1_l": _float("fev1_l"),
         "fvc_l": _float("fvc_l"),
         "fev1_fvc": _float("fev1_fvc"),
-        "pef_l_s": _float("pef_l_s", checks=[pa.Check.ge(0)]),
-        "fef25_75_l_s": _float("fef25_75_l_s", checks=[pa.Check.ge(0)]),
+        "pef_l_s": _float("pef_l_s"),
+        "fef25_75_l_s": _float("fef25_75_l_s"),
         "fev1_z": _float("fev1_z"),
         "fvc_z": _float("fvc_z"),
         "fev1_fvc_z": _float("fev1_fvc_z"),
@@ -191,8 +200,9 @@ def participants_schema(traits: Sequence[str] = ()) -> pa.DataFrameSchema:
 
 
 def blows_schema() -> pa.DataFrameSchema:
-    """Pandera schema for blows (per-blow measures get loose ranges: rejected blows can be odd)."""
-    measure = lambda hi: pa.Column("float64", pa.Check.in_range(0.0, hi), nullable=True)  # noqa: E731
+    """Pandera schema for blows: types and codes. Measures are range-checked only on accepted blows
+    (:func:`accepted_blows_schema`): a rejected blow can be odd, that is why it was rejected."""
+    measure = pa.Column("float64", nullable=True)
     return pa.DataFrameSchema(
         {
             "eid": pa.Column("int64", nullable=False),
@@ -203,10 +213,11 @@ def blows_schema() -> pa.DataFrameSchema:
             "qc_status": _category(BLOW_STATUSES, nullable=False),
             "qc_reason": pa.Column(None, nullable=False),
             "is_best": pa.Column("bool", nullable=False),
-            "fev1_l": measure(15.0),
-            "fvc_l": measure(15.0),
-            "pef_l_s": measure(30.0),
-            "bev_ml": pa.Column("float64", nullable=True),
+            "fev1_l": measure,
+            "fvc_l": measure,
+            "fev1_fvc": measure,
+            "pef_l_s": measure,
+            "bev_ml": measure,
             "fet_s": pa.Column("float64", pa.Check.ge(0), nullable=True),
         },
         unique=["eid", "instance", "blow_index"],
@@ -215,11 +226,78 @@ def blows_schema() -> pa.DataFrameSchema:
     )
 
 
+def accepted_blows_schema() -> pa.DataFrameSchema:
+    """Range checks of accepted blows' measures (the QC plausibility limits)."""
+    return pa.DataFrameSchema({c: _float(c) for c in BLOW_RANGE_COLUMNS}, strict=False, coerce=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # Validation entry points.
 
+class SchemaFailures:
+    """Failed checks collected over several validations, reported as one error.
+
+    Why: the importer validates its output chunk by chunk; stopping at the first failing chunk would
+    name only that chunk's participants. Passing one collector to every chunk's validation gives an
+    error that counts every offending participant of the file and names the first few.
+    """
+
+    def __init__(self, preview: int = 5) -> None:
+        self._preview = preview
+        self._checks: dict[tuple[str, str, str], dict] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._checks)
+
+    def add(self, table: str, column: str, check: str, eids: Sequence, values: Sequence = ()) -> None:
+        """Record that ``check`` failed on ``table``'s ``column`` for ``eids`` (distinct within this call)."""
+        entry = self._checks.setdefault((table, str(column), str(check)), {"count": 0, "eids": [], "values": []})
+        eids = list(dict.fromkeys(eids))
+        entry["count"] += len(eids)
+        entry["eids"] += eids[: max(0, self._preview - len(entry["eids"]))]
+        entry["values"] += list(values)[: max(0, 3 - len(entry["values"]))]
+
+    def add_pandera(self, table: str, cases: pd.DataFrame, df: pd.DataFrame) -> None:
+        """Record pandera's failure cases of ``df`` (its ``index`` column points into ``df``)."""
+        for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
+            idx = [i for i in group["index"].tolist() if i is not None and not pd.isna(i)]
+            eids = df.loc[idx, "eid"].tolist() if idx and "eid" in df.columns else []
+            values = group["failure_case"].tolist()[:3]
+            if not eids:  # a column-level failure (missing column, wrong dtype): no row to name
+                self._checks.setdefault((table, str(column), str(check)), {"count": 0, "eids": [], "values": values})
+                continue
+            self.add(table, column, check, eids, values)
+
+    def error(self, source: str | Path | None = None) -> SpirolmInputError:
+        """One readable error: every failing (column, check) with its participant count and first ids."""
+        if not self._checks:
+            raise ValueError("no failed check recorded")
+        problems = []
+        for (table, column, check), e in self._checks.items():
+            text = f"{table} column {column} fails {check}"
+            if e["count"]:
+                text += f" for {e['count']} participant{'s' if e['count'] != 1 else ''}"
+            details = [f"values {e['values']}"] if e["values"] else []
+            if e["eids"]:
+                more = e["count"] - len(e["eids"])
+                details.append("participants " + ", ".join(str(i) for i in e["eids"])
+                               + (f" and {more} more" if more > 0 else ""))
+            text += f" ({', '.join(details)})" if details else ""
+            hint = UNIT_HINTS.get(column) if check.startswith("in_range") else None
+            if hint:
+                text += f": {hint}"
+            problems.append(text)
+        (_, first_column, _), first = next(iter(self._checks.items()))
+        first_eid = first["eids"][0] if first["eids"] else None
+        return SpirolmInputError("; ".join(problems), file=source, field=first_column, eid=first_eid)
+
+
 def validate_participants(
-    df: pd.DataFrame, source: str | Path | None = None, traits: Sequence[str] | None = None
+    df: pd.DataFrame,
+    source: str | Path | None = None,
+    traits: Sequence[str] | None = None,
+    *,
+    failures: SchemaFailures | None = None,
 ) -> pd.DataFrame:
     """Validate a participants table.
 
@@ -227,6 +305,7 @@ def validate_participants(
         df: the table.
         source: file it came from (named in errors).
         traits: trait columns to check as 0/1; ``None`` = every extra ``Int8`` column.
+        failures: collect failed checks here instead of raising (missing columns still raise).
 
     Returns:
         ``df`` unchanged.
@@ -239,24 +318,43 @@ def validate_participants(
         traits = [c for c in df.columns if c not in PARTICIPANT_COLUMNS and str(df[c].dtype) == "Int8"]
     else:
         _require(df, tuple(traits), source)
-    _run(participants_schema(traits), df, source)
+    _check(df, source, failures, lambda f: _run("participants", participants_schema(traits), df, f))
     return df
 
 
-def validate_blows(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
-    """Validate a blows table (types, codes, unique ``(eid, instance, blow_index)``, one best per eid).
+def validate_blows(
+    df: pd.DataFrame, source: str | Path | None = None, *, failures: SchemaFailures | None = None
+) -> pd.DataFrame:
+    """Validate a blows table (types, codes, unique ``(eid, instance, blow_index)``, one best per eid,
+    accepted blows' measures within the plausibility limits).
+
+    Args:
+        df: the table.
+        source: file it came from (named in errors).
+        failures: collect failed checks here instead of raising (missing columns still raise).
 
     Raises:
         SpirolmInputError: naming eids, column and check.
     """
     _require(df, BLOW_COLUMNS, source)
-    _run(blows_schema(), df, source)
-    best = df.loc[df["is_best"], "eid"]
-    dup = best[best.duplicated()]
-    if len(dup):
-        raise SpirolmInputError(
-            f"more than one is_best blow for participants {_preview(dup.unique())}", file=source, field="is_best")
+
+    def checks(f: SchemaFailures) -> None:
+        _run("blows", blows_schema(), df, f)
+        _run("accepted blows", accepted_blows_schema(), df[df["qc_status"] == "accept"], f, rows_of=df)
+        best = df.loc[df["is_best"].astype(bool), "eid"]
+        dup = best[best.duplicated()]
+        if len(dup):
+            f.add("blows", "is_best", "more than one is_best blow", dup.unique().tolist())
+
+    _check(df, source, failures, checks)
     return df
+
+
+def _check(df: pd.DataFrame, source: str | Path | None, failures: SchemaFailures | None, run) -> None:
+    own = SchemaFailures() if failures is None else failures
+    run(own)
+    if failures is None and own:
+        raise own.error(source)
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], source: str | Path | None) -> None:
@@ -265,36 +363,9 @@ def _require(df: pd.DataFrame, columns: Sequence[str], source: str | Path | None
         raise SpirolmInputError(f"missing required column(s) {missing}", file=source, field=missing[0])
 
 
-def _run(schema: pa.DataFrameSchema, df: pd.DataFrame, source: str | Path | None) -> None:
+def _run(table: str, schema: pa.DataFrameSchema, df: pd.DataFrame, failures: SchemaFailures,
+         rows_of: pd.DataFrame | None = None) -> None:
     try:
         schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        raise _to_input_error(exc.failure_cases, df, source) from None
-
-
-def _to_input_error(cases: pd.DataFrame, df: pd.DataFrame, source: str | Path | None) -> SpirolmInputError:
-    """One readable error from pandera's failure cases: first failing (column, check), with eids."""
-    problems = []
-    first_column = None
-    for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
-        first_column = first_column or str(column)
-        idx = [i for i in group["index"].tolist() if i is not None and not pd.isna(i)]
-        eids = df.loc[idx, "eid"].unique().tolist() if idx and "eid" in df.columns else []
-        values = group["failure_case"].tolist()[:3]
-        text = f"column {column} fails {check} (values {values}"
-        text += f", participants {_preview(eids)})" if eids else ")"
-        hint = UNIT_HINTS.get(str(column)) if str(check).startswith("in_range") else None
-        if hint:
-            text += f": {hint}"
-        problems.append(text)
-    first_eid = None
-    first_idx = [i for i in cases["index"].tolist() if i is not None and not pd.isna(i)]
-    if first_idx and "eid" in df.columns:
-        first_eid = df.loc[first_idx[0], "eid"]
-    return SpirolmInputError("; ".join(problems), file=source, field=first_column, eid=first_eid)
-
-
-def _preview(items: Sequence, limit: int = 5) -> str:
-    items = list(items)
-    text = ", ".join(str(i) for i in items[:limit])
-    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+        failures.add_pandera(table, exc.failure_cases, df if rows_of is None else rows_of)

@@ -12,8 +12,15 @@ Bad input policy (documented in ``docs/phenotypes.md``):
   truncated file, CSV rows with the wrong number of fields, a whole column in the wrong unit (height in
   metres, FEV1 in mL), non-numeric or out-of-range covariates, unknown sex / smoking / ethnicity codes.
 * **One bad blow** never aborts: it becomes a rejected blow with ``qc_reason = "parse_error: <message>"``
-  in ``blows.parquet`` and ``qc_exclusions.csv``; the participant stays (QC ``fail`` if no usable blow)
-  and the summary counts it.
+  (``"implausible_volume: <message>"`` for a negative or out-of-range volume) in ``blows.parquet`` and
+  ``qc_exclusions.csv``; the participant stays (QC ``fail`` if no usable blow) and the summary counts
+  it. A blow that parses but breaks a physiological limit (``signals.plausibility``: PEF 30 L/s, a 40 L
+  sample) is rejected by QC as ``implausible_flow`` / ``implausible_volume`` the same way. Blow cells
+  are read as bytes and decoded per cell (UTF-8, else Latin-1), so one mis-encoded blow is one
+  rejected blow, not an unreadable file.
+* The cohort schema then checks the importer's own output: on input data it cannot fail (QC enforces
+  its spirometry ranges first); if it ever does, the error counts every offending participant of the
+  file and names the first few.
 * **Optional** fields (BMI, smoking, pack-years, ethnicity, Townsend, PM2.5, history flags) that are absent
   become NA with one logged warning (also listed in ``cohort.json``).
 * UKB's negative "do not know / prefer not to answer" codes (-1, -3) for smoking and ethnicity → missing.
@@ -27,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +47,14 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from biobank import cohort_io, schema, ukb_fields
-from biobank.cohort_qc import reason_counts, run_qc
+from biobank.cohort_qc import reason_counts, rejection_reason, run_qc
 from biobank.phenotypes import PhenotypeSpec, absent_sources, derive_history, derive_traits, load_phenotypes
 from biobank.splits import assign_split
 from biobank.ukb_fields import FieldRef, is_missing
 from signals.errors import SpirolmInputError
+from signals.plausibility import IMPLAUSIBLE_FLOW, IMPLAUSIBLE_VOLUME
 from signals.qc import QCConfig
-from signals.ukb3066 import parse_3066
+from signals.ukb3066 import as_text, parse_3066
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,8 @@ class ImportSummary:
         participants: participants written.
         blows: blow rows written (all instances, parseable or not).
         parse_errors: blows rejected because their 3066 string could not be parsed.
+        implausible_blows: blows rejected for breaking a physiological limit (``implausible_flow`` or
+            ``implausible_volume``; counted once if both).
         rejected_blows: rejected blows by reason code (a blow with two codes counts under both).
         qc_status: participants per QC status at the QC instance.
         labels: per trait ``{"cases", "controls", "missing", "prevalence"}`` (prevalence among labelled).
@@ -98,6 +109,7 @@ class ImportSummary:
     participants: int = 0
     blows: int = 0
     parse_errors: int = 0
+    implausible_blows: int = 0
     rejected_blows: dict[str, int] = field(default_factory=dict)
     qc_status: dict[str, int] = field(default_factory=dict)
     labels: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -207,11 +219,22 @@ def _read_header(path: Path) -> list[str]:
             return list(pq.ParquetFile(path).schema_arrow.names)
         except (pyarrow.ArrowException, OSError) as exc:
             raise SpirolmInputError(f"unreadable Parquet file (truncated or corrupt?): {exc}", file=path) from None
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        line = fh.readline()
+    line = _first_line(path)
     if not line.strip():
         raise SpirolmInputError("empty export file (no header line)", file=path)
     return next(csv.reader([line], delimiter=_delimiter(path, line)))
+
+
+def _first_line(path: Path) -> str:
+    """The header line (BOM dropped), decoding nothing beyond it: a stray byte in a data row is that
+    row's problem, not the header's."""
+    with open(path, "rb") as fh:
+        line = fh.readline()
+    try:
+        return line.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpirolmInputError(f"the header line is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                "re-save the export as UTF-8", file=path) from None
 
 
 def _check_csv_complete(path: Path) -> None:
@@ -228,12 +251,14 @@ def _check_csv_complete(path: Path) -> None:
         f"line {lines} is incomplete: the file does not end with a newline (truncated mid-row?)", file=path)
 
 
-def _iter_chunks(path: Path, columns: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
-    """Yield DataFrame chunks of at most ``chunksize`` rows; CSV values stay strings."""
+def _iter_chunks(path: Path, columns: list[str], chunksize: int,
+                 binary: frozenset[str] = frozenset()) -> Iterator[pd.DataFrame]:
+    """Yield DataFrame chunks of at most ``chunksize`` rows; CSV values stay strings (``bytes`` for the
+    ``binary`` columns, decoded per cell later)."""
     if _is_parquet(path):
         yield from _iter_parquet(path, chunksize)
     else:
-        yield from _iter_csv(path, columns, chunksize)
+        yield from _iter_csv(path, columns, chunksize, binary)
 
 
 def _iter_parquet(path: Path, chunksize: int) -> Iterator[pd.DataFrame]:
@@ -245,11 +270,10 @@ def _iter_parquet(path: Path, chunksize: int) -> Iterator[pd.DataFrame]:
         raise SpirolmInputError(f"unreadable Parquet file (truncated or corrupt?): {exc}", file=path) from None
 
 
-def _iter_csv(path: Path, columns: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
+def _iter_csv(path: Path, columns: list[str], chunksize: int, binary: frozenset[str]) -> Iterator[pd.DataFrame]:
     if path.suffix.lower() not in (".gz", ".bz2", ".zst"):
         _check_csv_complete(path)
-    with open(path, encoding="utf-8-sig") as fh:
-        delimiter = _delimiter(path, fh.readline())
+    delimiter = _delimiter(path, _first_line(path))
     bad_rows: list = []
 
     def on_bad_row(row: object) -> str:
@@ -258,9 +282,11 @@ def _iter_csv(path: Path, columns: list[str], chunksize: int) -> Iterator[pd.Dat
 
     # use_threads=False: row numbers in parse errors (pyarrow only numbers rows when single-threaded).
     reader_opts = pacsv.ReadOptions(block_size=1 << 22, use_threads=False, encoding="utf8")
-    convert = pacsv.ConvertOptions(column_types={c: pyarrow.string() for c in columns},
-                                   strings_can_be_null=True)
-    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_bad_row)
+    convert = pacsv.ConvertOptions(
+        column_types={c: pyarrow.binary() if c in binary else pyarrow.string() for c in columns},
+        strings_can_be_null=True)
+    # newlines_in_values: a quoted cell may hold a line break (pyarrow: slower only when multi-threaded).
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_bad_row, newlines_in_values=True)
     try:
         reader = pacsv.open_csv(path, read_options=reader_opts, parse_options=parse, convert_options=convert)
         pending: list[pyarrow.RecordBatch] = []
@@ -282,6 +308,10 @@ def _iter_csv(path: Path, columns: list[str], chunksize: int) -> Iterator[pd.Dat
             raise SpirolmInputError(
                 f"{where} has {r.actual_columns} fields but the header has {r.expected_columns} "
                 "(file truncated, or a value with an unquoted delimiter)", file=path) from None
+        m = re.search(r"CSV column #(\d+)", str(exc))
+        if "invalid UTF8" in str(exc) and m and int(m.group(1)) < len(columns):
+            raise SpirolmInputError(f"not UTF-8 text ({str(exc)[:200]}); re-save the export as UTF-8",
+                                    file=path, field=columns[int(m.group(1))]) from None
         raise SpirolmInputError(f"malformed CSV: {str(exc)[:300]}", file=path) from None
 
 
@@ -348,9 +378,11 @@ def _stream(path: Path, plan: _Plan, spec: PhenotypeSpec, summary: ImportSummary
     excl_path = partial[cohort_io.EXCLUSIONS_FILE]
     pd.DataFrame(columns=list(cohort_io.EXCLUSION_COLUMNS)).to_csv(excl_path, index=False)
     bar = tqdm(desc=f"importing {path.name}", unit="participant", disable=not progress)
+    failures = schema.SchemaFailures()
+    binary = frozenset(c for c, _, _ in plan.blow_columns)
     try:
         row_offset = 0
-        for chunk in _iter_chunks(path, _read_header(path), chunksize):
+        for chunk in _iter_chunks(path, _read_header(path), chunksize, binary):
             chunk = chunk.reset_index(drop=True)
             eids = _parse_eids(chunk[plan.eid], plan.eid, path, row_offset, seen)
             participants = _participants(chunk, eids, plan, spec, path)
@@ -358,16 +390,22 @@ def _stream(path: Path, plan: _Plan, spec: PhenotypeSpec, summary: ImportSummary
             blows = _blows(chunk, eids, plan)
             participants, blows, excl = run_qc(participants, blows, qc_config, instance=qc_instance,
                                                workers=workers, progress=False)
-            schema.validate_participants(participants, path, spec.trait_names)
-            schema.validate_blows(blows, path)
+            # The schema guards our own output. A failure is a bug, but report it for the whole file:
+            # keep validating later chunks (writing nothing more) and raise once at the end.
+            schema.validate_participants(participants, path, spec.trait_names, failures=failures)
+            schema.validate_blows(blows, path, failures=failures)
+            row_offset += len(chunk)
+            bar.update(len(chunk))
+            if failures:
+                continue
             p_writer.write_table(pyarrow.Table.from_pandas(participants[p_schema.names], schema=p_schema,
                                                            preserve_index=False))
             b_writer.write_table(pyarrow.Table.from_pandas(blows[b_schema.names], schema=b_schema,
                                                            preserve_index=False))
             excl.to_csv(excl_path, mode="a", header=False, index=False)
             _accumulate(summary, participants, blows, spec)
-            row_offset += len(chunk)
-            bar.update(len(chunk))
+        if failures:
+            raise failures.error(path)
     finally:
         bar.close()
         p_writer.close()
@@ -510,8 +548,9 @@ def _blows(chunk: pd.DataFrame, eids: np.ndarray, plan: _Plan) -> pd.DataFrame:
     """One row per recorded blow; an unparseable blow is kept with ``volume_ml = None`` and its reason."""
     rows: list[dict] = []
     for col, instance, array in plan.blow_columns:
-        values = chunk[col].to_numpy(dtype=object)
-        for i in np.flatnonzero(~chunk[col].map(is_missing).to_numpy(dtype=bool)):
+        cells = chunk[col].map(lambda v: as_text(v) if isinstance(v, (bytes, bytearray, memoryview)) else v)
+        values = cells.to_numpy(dtype=object)
+        for i in np.flatnonzero(~cells.map(is_missing).to_numpy(dtype=bool)):
             cells = [values[i]] if array is not None else ukb_fields.split_multi(values[i])
             for k, cell in enumerate(cells):
                 index = array if array is not None else k
@@ -530,7 +569,7 @@ def _one_blow(cell: object, eid: int, col: str, instance: int, index: int) -> di
         blow = parse_3066(cell, eid=eid, field=col)
     except SpirolmInputError as exc:
         return {"eid": eid, "instance": instance, "blow_index": index, "blow_order": None,
-                "volume_ml": None, "qc_reason": f"parse_error: {exc.problem}"}
+                "volume_ml": None, "qc_reason": rejection_reason(exc)}
     return {"eid": eid, "instance": instance, "blow_index": index, "blow_order": blow.order,
             "volume_ml": blow.volume_ml, "qc_reason": ""}
 
@@ -546,6 +585,8 @@ def _accumulate(summary: ImportSummary, participants: pd.DataFrame, blows: pd.Da
     for k, v in reason_counts(reasons).items():
         summary.rejected_blows[k] = summary.rejected_blows.get(k, 0) + v
     summary.parse_errors = summary.rejected_blows.get("parse_error", 0)
+    implausible = (IMPLAUSIBLE_FLOW, IMPLAUSIBLE_VOLUME)
+    summary.implausible_blows += sum(1 for r in reasons if any(c in implausible for c in reason_counts([r])))
     for k, v in participants["qc_status"].value_counts().items():
         summary.qc_status[str(k)] = summary.qc_status.get(str(k), 0) + int(v)
     for k, v in participants["split"].value_counts().items():

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from signals.errors import SpirolmInputError
+from signals.errors import ImplausibleBlowError, SpirolmInputError
 from signals.ukb3066 import SAMPLE_RATE_HZ
 
 DT_S = 1.0 / SAMPLE_RATE_HZ
@@ -85,7 +85,7 @@ def validate_volume_ml(
 
     Raises:
         SpirolmInputError: not numeric (including bool/object/str), not 1-D, fewer than 2 samples,
-            a NaN/inf sample or a negative volume.
+            a NaN/inf sample, or a negative volume (as :class:`~signals.errors.ImplausibleBlowError`).
     """
     arr = np.asarray(volume_ml)
     if arr.dtype.kind not in "iuf":
@@ -109,7 +109,7 @@ def validate_volume_ml(
         )
     if (out < 0).any():
         bad = int(np.flatnonzero(out < 0)[0])
-        raise SpirolmInputError(f"negative volume {out[bad]:g} mL at sample {bad}", eid=eid, field=field)
+        raise ImplausibleBlowError(f"negative volume {out[bad]:g} mL at sample {bad}", eid=eid, field=field)
     return out
 
 

@@ -43,3 +43,12 @@ class SpirolmInputError(ValueError):
         if self.field is not None:
             where.append(f"field {self.field}")
         return (": ".join(where) + ": " if where else "") + self.problem
+
+
+class ImplausibleBlowError(SpirolmInputError):
+    """A blow value that is readable but cannot come from a human expiration (e.g. a negative volume).
+
+    Why a subclass: callers that turn a bad blow into a rejected blow (the UKB importer, cohort QC)
+    record it as ``implausible_volume`` instead of ``parse_error``, so an artefact and a syntax error
+    are counted apart; everyone else handles it as any :class:`SpirolmInputError`.
+    """

@@ -5,14 +5,20 @@ Every blow gets a list of reason codes (empty = acceptable); every participant g
 silently: a participant with no acceptable blow is kept with status ``fail`` and NaN measures, and
 its reason lists each blow's codes.
 
-Blow reason codes (stable strings; thresholds are :class:`QCConfig` fields):
+Blow reason codes (stable strings; thresholds are :class:`QCConfig` fields, except the fixed
+physiological limits of the two ``implausible_*`` codes, which the cohort schema checks too):
 
 =======================  ==========================================================================
 code                     fires when
 =======================  ==========================================================================
+``implausible_flow``     PEF or FEF25-75 above the flow limit (20 L/s) in
+                         :data:`signals.plausibility.LIMITS`: an artefact, not a manoeuvre fault.
+``implausible_volume``   a volume beyond a physiological limit: any sample above 10 L, or FVC,
+                         FEV1 or FEV1/FVC outside :data:`signals.plausibility.LIMITS`. Negative
+                         volumes never get here: the field-3066 parser rejects them with this code.
 ``low_volume``           no expiratory flow at all, or FVC < ``min_fvc_ml`` (an empty or aborted
-                         record). When it fires no other check runs: they mean nothing on a flat
-                         line.
+                         record). When it fires no other check runs (the two upper-limit checks
+                         above excepted): they mean nothing on a flat line.
 ``too_short``            less than ``min_fev1_time_s`` (1 s) of record after time zero, so FEV1
                          cannot be measured.
 ``bev_high``             back-extrapolated volume > max(``bev_fraction`` × FVC, floor); the floor
@@ -64,6 +70,7 @@ from signals.measures import (
     end_plateau_ml,
     flow_rebound,
 )
+from signals.plausibility import IMPLAUSIBLE_FLOW, IMPLAUSIBLE_VOLUME, implausible_codes
 
 LOW_VOLUME = "low_volume"
 TOO_SHORT = "too_short"
@@ -72,7 +79,8 @@ NO_END_OF_TEST = "no_end_of_test"
 EARLY_TERMINATION = "early_termination"
 COUGH = "cough"
 NON_MONOTONE = "non_monotone"
-REASON_CODES = (LOW_VOLUME, TOO_SHORT, BEV_HIGH, NO_END_OF_TEST, EARLY_TERMINATION, COUGH, NON_MONOTONE)
+REASON_CODES = (IMPLAUSIBLE_FLOW, IMPLAUSIBLE_VOLUME, LOW_VOLUME, TOO_SHORT, BEV_HIGH, NO_END_OF_TEST,
+                EARLY_TERMINATION, COUGH, NON_MONOTONE)
 """All blow reason codes, in the order :func:`qc_blow` reports them."""
 
 _BEV_FLOOR_ML = {"ats2005": 150.0, "ats2019": 100.0}
@@ -197,7 +205,7 @@ def qc_blow(
     m = compute_measures(vol) if measures is None else measures
     pef_index = m.pef_index
     if pef_index is None or not m.fvc_l * 1000.0 >= cfg.min_fvc_ml:
-        return [LOW_VOLUME]
+        return implausible_codes(vol, m, lower_bounds=False) + [LOW_VOLUME]
     plateau = end_plateau_ml(vol, cfg.plateau_window_s)
     rebound = flow_rebound(vol, m.time_zero_s, pef_index, cfg.cough_window_s)
     t_end, end_flow = end_of_expiration(
@@ -213,6 +221,8 @@ def qc_blow(
         COUGH: rebound > cfg.cough_rebound_fraction,
         NON_MONOTONE: m.max_volume_dip_ml > cfg.max_volume_dip_ml,
     }
+    for code in implausible_codes(vol, m):
+        checks[code] = True
     return [code for code in REASON_CODES if checks.get(code, False)]
 
 

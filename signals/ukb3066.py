@@ -8,6 +8,12 @@ Format (UKB showcase example, ML-based COPD ``ukb_3066_demo_preprocessing.py``):
 ``len(series) == num_zeros + num_points``. Parsers in the wild disagree on how many header tokens
 to drop; we trust the ``num_points`` token and never a fixed offset. Like Google's code we keep the
 last ``num_points + 1`` samples when a padding zero exists (one leading zero marks time 0).
+
+Bad values raise :class:`SpirolmInputError`; a readable value that no spirometer can record (a negative
+volume, or one too large for int32 mL) raises its subclass :class:`ImplausibleBlowError`, so callers
+can record it as ``implausible_volume`` rather than as a syntax error. Bytes are decoded as UTF-8 (a
+BOM is dropped), falling back to Latin-1: a valid value is ASCII either way, and anything else is
+rejected token by token with a message naming it.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signals.errors import SpirolmInputError
+from signals.errors import ImplausibleBlowError, SpirolmInputError
 
 SAMPLE_RATE_HZ = 100
 """UKB 3066 samples volume every 10 ms."""
 
-_HEADER = re.compile(r"^\s*blow\s*(\d+)\s*$", re.IGNORECASE)
+_HEADER = re.compile(r"^\s*blow\s*(\d{1,9})\s*$", re.IGNORECASE)
+"""``blow<order>``; at most 9 digits so the order fits the int32 ``blow_order`` column."""
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 @dataclass(frozen=True)
@@ -43,20 +51,21 @@ class Blow:
     padding_zeros: int
 
 
-def parse_3066(value: str, *, eid: object | None = None, field: str | None = None) -> Blow:
+def parse_3066(value: str | bytes, *, eid: object | None = None, field: str | None = None) -> Blow:
     """Parse one field-3066 string.
 
     Args:
-        value: the raw string, e.g. ``"blow2,1224,0,0,0,0,3,10,..."``.
+        value: the raw string (or bytes), e.g. ``"blow2,1224,0,0,0,0,3,10,..."``.
         eid, field: only used to name the participant/field in error messages.
 
     Raises:
-        SpirolmInputError: empty value, bad header, non-numeric or non-finite volumes,
-            negative volumes, or ``num_points`` larger than the series.
+        SpirolmInputError: empty value, bad header, non-numeric or non-finite volumes, fractional
+            volumes, or ``num_points`` larger than the series.
+        ImplausibleBlowError: a negative volume, or one beyond int32 mL (a :class:`SpirolmInputError`).
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise SpirolmInputError("empty spirometry blow (field 3066 value is missing)", eid=eid, field=field)
-    text = str(value).strip()
+    text = as_text(value).strip().lstrip("\ufeff").strip()
     if not text:
         raise SpirolmInputError("empty spirometry blow (field 3066 value is empty)", eid=eid, field=field)
     tokens = text.split(",")
@@ -79,16 +88,23 @@ def parse_3066(value: str, *, eid: object | None = None, field: str | None = Non
     try:
         series = np.array(raw, dtype=np.float64)  # numpy parses the strings in C
     except ValueError:
-        bad = next(i for i, t in enumerate(raw) if not _is_number(t))
+        bad = next((i for i, t in enumerate(raw) if not _is_number(t)), None)
+        if bad is None:
+            raise SpirolmInputError("volume tokens are not all numbers", eid=eid, field=field) from None
         raise SpirolmInputError(
             f"non-numeric volume token {raw[bad][:20]!r} at sample {bad}", eid=eid, field=field
         ) from None
     if not np.all(np.isfinite(series)):
         bad = int(np.flatnonzero(~np.isfinite(series))[0])
-        raise SpirolmInputError(f"non-finite volume {raw[bad]!r} at sample {bad}", eid=eid, field=field)
+        raise SpirolmInputError(f"non-finite volume {raw[bad][:20]!r} at sample {bad}", eid=eid, field=field)
     if np.any(series < 0):
         bad = int(np.flatnonzero(series < 0)[0])
-        raise SpirolmInputError(f"negative volume {raw[bad]} mL at sample {bad}", eid=eid, field=field)
+        raise ImplausibleBlowError(f"negative volume {raw[bad].strip()[:20]} mL at sample {bad}", eid=eid,
+                                   field=field)
+    if np.any(series > _INT32_MAX):
+        bad = int(np.flatnonzero(series > _INT32_MAX)[0])
+        raise ImplausibleBlowError(f"volume {raw[bad].strip()[:20]} mL at sample {bad} is beyond any spirometer's "
+                                   "range", eid=eid, field=field)
     if num_points > series.size:
         raise SpirolmInputError(
             f"3066 num_points={num_points} is larger than the {series.size} volume samples present "
@@ -128,6 +144,18 @@ def format_3066(order: int, volume_ml: np.ndarray, padding_zeros: int = 4) -> st
         pad = padding_zeros
     values = ",".join(["0"] * pad + list(map(str, body.tolist())))
     return f"blow{int(order)},{body.size},{values}"
+
+
+def as_text(value: object) -> str:
+    """A 3066 cell as text: bytes decode as UTF-8 (BOM dropped), else as Latin-1, which never fails
+    (a valid value is ASCII, so the fallback only changes how junk is named in the error)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+    return str(value)
 
 
 def _is_number(token: str) -> bool:

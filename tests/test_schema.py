@@ -116,7 +116,7 @@ def test_blows_checks():
     b.loc[2, "is_best"] = True
     b.loc[2, "eid"] = 100
     b.loc[2, "blow_index"] = 2
-    with pytest.raises(SpirolmInputError, match="more than one is_best blow for participants 100"):
+    with pytest.raises(SpirolmInputError, match="more than one is_best blow for 1 participant .participants 100"):
         schema.validate_blows(b)
     b = blows()
     b.loc[1, "blow_index"] = 0
@@ -167,3 +167,34 @@ def test_read_rejects_hand_edited_units(tmp_path):
     with pytest.raises(SpirolmInputError, match="mL where litres") as err:
         cohort_io.read_participants_file(tmp_path)
     assert err.value.eid == 100
+
+
+def test_spirometry_ranges_are_the_qc_plausibility_limits():
+    from signals.plausibility import LIMITS
+
+    for name in ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s"):
+        assert schema.RANGES[name] == (LIMITS[name].low, LIMITS[name].high)
+    assert all(limit.why and "\n" not in limit.why for limit in LIMITS.values())
+
+
+def test_only_accepted_blows_are_range_checked():
+    b = blows()
+    b.loc[1, ["pef_l_s", "fvc_l"]] = [31.0, 48.0]  # rejected (cough) blow: its odd values are kept as measured
+    schema.validate_blows(b)
+    b.loc[0, "pef_l_s"] = 31.0  # an accepted blow out of range is a QC bug: the guard fires
+    with pytest.raises(SpirolmInputError, match=r"accepted blows column pef_l_s fails in_range\(0.0, 20.0\)") as err:
+        schema.validate_blows(b, "b.parquet")
+    assert err.value.eid == 100 and err.value.field == "pef_l_s"
+
+
+def test_failures_collected_over_chunks_count_every_participant():
+    failures = schema.SchemaFailures()
+    for k in range(4):  # four chunks, two offenders each
+        df = participants()
+        df["eid"] = df["eid"] + 10 * k
+        df.loc[[0, 1], "fev1_l"] = 2800.0
+        schema.validate_participants(df, failures=failures)
+    err = failures.error("p.parquet")
+    assert "participants column fev1_l fails in_range(0.1, 10.0) for 8 participants" in str(err)
+    assert "participants 100, 101, 110, 111, 120 and 3 more" in str(err) and "mL where litres" in str(err)
+    assert err.eid == 100 and err.field == "fev1_l" and err.file == "p.parquet"

@@ -64,6 +64,22 @@ def with_leak(series: np.ndarray = DEMO) -> np.ndarray:
     return out
 
 
+def too_fast(series: np.ndarray = DEMO) -> np.ndarray:
+    """The first 3 s played 3x faster: PEF ~26 L/s, otherwise a clean blow (an export artefact)."""
+    return np.concatenate((series[:300:3], series[300:]))
+
+
+def with_spike(series: np.ndarray = DEMO, at: int = 600, volume_ml: int = 40_000) -> np.ndarray:
+    out = series.copy()
+    out[at] = volume_ml
+    return out
+
+
+def crawl() -> np.ndarray:
+    """0.9 L exhaled evenly over 10 s: FEV1 0.09 L, no forced expiration at all."""
+    return np.r_[0, np.rint(np.linspace(1, 900, 1000))].astype(np.int64)
+
+
 # --- blow-level -----------------------------------------------------------------------------------
 
 
@@ -84,6 +100,12 @@ def test_demo_blow_is_acceptable() -> None:
         pytest.param(with_leak(), ["non_monotone"], id="leak"),
         pytest.param(np.zeros(800, dtype=np.int64), ["low_volume"], id="flat"),
         pytest.param(np.r_[0, 40, 80, np.full(700, 100)], ["low_volume"], id="tiny"),
+        pytest.param(too_fast(), ["implausible_flow"], id="pef-26-l-s"),
+        pytest.param(with_spike(), ["implausible_flow", "implausible_volume", "bev_high", "early_termination",
+                                    "cough", "non_monotone"], id="40-l-spike"),
+        pytest.param(crawl(), ["implausible_volume"], id="fev1-under-0.1-l"),
+        pytest.param(np.r_[0, 30_000, np.zeros(300, dtype=np.int64)], ["implausible_volume", "low_volume"],
+                     id="spike-in-empty-record"),
     ],
 )
 def test_each_reason_code_fires_on_its_artefact(blow: np.ndarray, expected: list[str]) -> None:
@@ -93,9 +115,17 @@ def test_each_reason_code_fires_on_its_artefact(blow: np.ndarray, expected: list
 def test_every_reason_code_is_exercised_above() -> None:
     exercised = {
         "cough", "too_short", "no_end_of_test", "early_termination", "bev_high", "non_monotone",
-        "low_volume",
+        "low_volume", "implausible_flow", "implausible_volume",
     }
     assert set(REASON_CODES) == exercised
+
+
+def test_an_implausible_blow_never_feeds_the_participant() -> None:
+    reasons, pqc = qc_participant([too_fast(), DEMO])
+    assert reasons == [["implausible_flow"], []]
+    assert (pqc.status, pqc.reason, pqc.best_index) == ("warn", "single_acceptable_blow", 1)
+    assert pqc.pef_l_s == pytest.approx(compute_measures(DEMO).pef_l_s)
+    assert pqc.blow_measures[0].pef_l_s > 20  # measured, kept, but not reported
 
 
 def test_long_blow_without_plateau_passes_on_fet() -> None:

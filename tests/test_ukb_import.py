@@ -153,17 +153,19 @@ def test_user_phenotype_yaml(tmp_path):
 # Malformed blows: recorded, never fatal.
 
 @pytest.mark.parametrize(
-    ("value", "reason"),
+    ("value", "reason", "code"),
     [
-        ("blow3,4,0,0,12,x5,30", "non-numeric volume token 'x5'"),
-        ("blow3,500,0,0,12,30", "num_points=500 is larger"),
-        ("blow3,4,0,0,12,-30,40", "negative volume"),
-        ("blow3,4,0,0,12,nan,40", "non-finite volume"),
-        ("blow3", "malformed 3066 value"),
-        ("bl0w3,4,0,1,2,3", "malformed 3066 header"),
+        ("blow3,4,0,0,12,x5,30", "non-numeric volume token 'x5'", "parse_error"),
+        ("blow3,500,0,0,12,30", "num_points=500 is larger", "parse_error"),
+        ("blow3,4,0,0,12,-30,40", "negative volume", "implausible_volume"),
+        ("blow3,4,0,0,12,99999999999,40", "beyond any spirometer's range", "implausible_volume"),
+        ("blow3,4,0,0,12,nan,40", "non-finite volume", "parse_error"),
+        ("blow3", "malformed 3066 value", "parse_error"),
+        ("bl0w3,4,0,1,2,3", "malformed 3066 header", "parse_error"),
+        ("blow12345678901,4,0,1,2,3", "malformed 3066 header", "parse_error"),
     ],
 )
-def test_malformed_blow_is_a_rejected_blow(tmp_path, value, reason):
+def test_malformed_blow_is_a_rejected_blow(tmp_path, value, reason, code):
     df = make_export()
     df.loc[1, "3066-0.2"] = value
     df.loc[3, "3066-0.0"] = value
@@ -172,16 +174,98 @@ def test_malformed_blow_is_a_rejected_blow(tmp_path, value, reason):
     c = read_cohort(out)
     b = c.blows.set_index(["eid", "blow_index"])
     assert b.loc[(5001, 2), "qc_status"] == "reject"
-    assert b.loc[(5001, 2), "qc_reason"].startswith("parse_error: ") and reason in b.loc[(5001, 2), "qc_reason"]
+    assert b.loc[(5001, 2), "qc_reason"].startswith(f"{code}: ") and reason in b.loc[(5001, 2), "qc_reason"]
     assert b.loc[(5001, 2), "volume_ml"] is None
     p = c.participants.set_index("eid")
     assert p.loc[5001, "qc_status"] == "pass" and p.loc[5001, "n_blows"] == 3
-    assert p.loc[5003, "qc_status"] == "fail" and p.loc[5003, "qc_reason"] == "no_usable_blow: parse_error"
-    assert summary.parse_errors == 3 and summary.rejected_blows == {"parse_error": 3}
+    assert p.loc[5003, "qc_status"] == "fail" and p.loc[5003, "qc_reason"] == f"no_usable_blow: {code}"
+    assert summary.rejected_blows == {code: 3}
+    assert summary.parse_errors == (3 if code == "parse_error" else 0)
+    assert summary.implausible_blows == (3 if code == "implausible_volume" else 0)
     assert summary.qc_status == {"fail": 1, "pass": 5}
     ex = pd.read_csv(out / "qc_exclusions.csv")
     assert len(ex[ex["level"] == "blow"]) == 3 and ex[ex["level"] == "participant"]["eid"].tolist() == [5003]
     assert ex["reason"].str.contains(reason, regex=False).sum() == 3
+
+
+def fast_start(k: float, until: int = 300) -> np.ndarray:
+    """The demo blow with its first 3 s played ``k`` times faster: PEF ~27-31 L/s for k = 3.2-3.8, an
+    artefact an export can carry (issue 16); otherwise a clean blow."""
+    head = np.interp(np.arange(0, until / k) * k, np.arange(DEMO.size), DEMO)
+    return np.concatenate((np.rint(head).astype(np.int32), DEMO[until:]))
+
+
+def test_blows_with_pef_near_30_l_s_are_rejected_not_fatal(tmp_path):
+    # Issue 16: blows of 27-32 L/s used to abort the import in the blows schema (in_range(0, 30)).
+    df = make_export(8)
+    fast = {5001: 3.2, 5004: 3.6, 5006: 3.8}
+    for eid, k in fast.items():
+        df.loc[df["eid"] == eid, "3066-0.0"] = format_3066(1, fast_start(k))
+    df.loc[df["eid"] == 5006, "3066-0.1"] = format_3066(2, fast_start(3.4))  # no usable blow left
+    summary, out = run(tmp_path, df, chunksize=3)
+    c = read_cohort(out)
+    p = c.participants.set_index("eid")
+    b = c.blows.set_index(["eid", "blow_index"])
+    assert sorted(p.index) == list(range(5000, 5008)) and summary.participants == 8
+    for eid in fast:
+        assert b.loc[(eid, 0), "qc_status"] == "reject" and b.loc[(eid, 0), "qc_reason"] == "implausible_flow"
+        assert b.loc[(eid, 0), "pef_l_s"] > 27 and not b.loc[(eid, 0), "is_best"]  # the measured value is kept
+    assert p.loc[5001, "qc_status"] == "warn" and p.loc[5001, "qc_reason"] == "single_acceptable_blow"
+    assert p.loc[5001, "pef_l_s"] < 12  # from the remaining good blow
+    assert p.loc[5006, "qc_status"] == "fail"
+    assert p.loc[5006, "qc_reason"] == "no_acceptable_blow (blow0: implausible_flow; blow1: implausible_flow)"
+    assert summary.rejected_blows == {"implausible_flow": 4} and summary.implausible_blows == 4
+    ex = pd.read_csv(out / "qc_exclusions.csv")
+    blows_ex = ex[ex["level"] == "blow"]
+    assert sorted(zip(blows_ex["eid"], blows_ex["blow_index"])) == [(5001, 0), (5004, 0), (5006, 0), (5006, 1)]
+    assert (blows_ex["reason"] == "implausible_flow").all()
+    assert ex.loc[ex["level"] == "participant", "eid"].tolist() == [5006]
+
+
+def test_schema_failure_names_every_offender_across_chunks(tmp_path, monkeypatch):
+    # The schema guards the importer's own output. Simulate a QC bug (the plausibility check switched
+    # off): the error must count every offending participant of the file, not only the first chunk's.
+    monkeypatch.setattr("signals.qc.implausible_codes", lambda *args, **kwargs: [])
+    df = make_export(12)
+    bad = [5001, 5004, 5005, 5008, 5009, 5011]  # in all four chunks of 3
+    for eid in bad:
+        df.loc[df["eid"] == eid, "3066-0.0"] = format_3066(1, fast_start(3.6))
+    with pytest.raises(SpirolmInputError) as err:
+        run(tmp_path, df, chunksize=3)
+    message = str(err.value)
+    assert "participants column pef_l_s fails in_range(0.0, 20.0) for 6 participants" in message
+    assert "participants 5001, 5004, 5005, 5008, 5009 and 1 more" in message
+    assert "accepted blows column pef_l_s fails in_range(0.0, 20.0) for 6 participants" in message
+    assert err.value.eid == 5001 and err.value.field == "pef_l_s" and err.value.file.endswith("export.csv")
+    assert not list((tmp_path / "cohort").glob("*.parquet*"))
+
+
+def test_mis_encoded_blow_cell_is_one_rejected_blow(tmp_path):
+    path = tmp_path / "export.csv"
+    make_export().to_csv(path, index=False)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[3].startswith(b"5002,") and b'"blow1,' in lines[3]
+    lines[3] = lines[3].replace(b'"blow1,', b'"bl\xb5w1,', 1)  # a Latin-1 byte: not UTF-8
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))  # and a UTF-8 BOM before the header
+    summary = import_ukb_export(path, tmp_path / "cohort", progress=False)
+    c = read_cohort(tmp_path / "cohort")
+    b = c.blows.set_index(["eid", "blow_index"])
+    assert b.loc[(5002, 0), "qc_reason"].startswith("parse_error: malformed 3066 header 'bl\u00b5w1'")
+    assert c.participants.set_index("eid").loc[5002, "qc_status"] == "warn"
+    assert summary.parse_errors == 1 and summary.participants == 6
+
+
+def test_non_utf8_covariate_names_the_column(tmp_path):
+    path = tmp_path / "export.csv"
+    make_export().to_csv(path, index=False)
+    lines = path.read_bytes().split(b"\n")
+    cells = lines[2].split(b",")
+    cells[3] = b"16\xb56"  # 50-0.0 (height) of participant 5001
+    lines[2] = b",".join(cells)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(SpirolmInputError, match="not UTF-8 text") as err:
+        import_ukb_export(path, tmp_path / "cohort", progress=False)
+    assert err.value.field == "50-0.0" and err.value.file == str(path)
 
 
 def test_empty_blow_cells_mean_no_blow(tmp_path):
@@ -221,6 +305,28 @@ def test_optional_columns_missing_become_na_with_warning(tmp_path, caplog):
     assert (p["gli_ethnicity"] == "other").all()
     assert any("20116" in w for w in summary.warnings) and any("parental_copd" in w for w in summary.warnings)
     assert "parental_copd" in caplog.text
+
+
+def test_export_without_any_optional_field(tmp_path, caplog):
+    # Only what ukb_fields.REQUIRED_FIELDS names (plus eid): every optional field is absent.
+    df = make_export()[["eid", "31-0.0", "21022-0.0", "50-0.0", "3066-0.0", "3066-0.1", "3066-0.2"]]
+    with caplog.at_level(logging.WARNING):
+        summary, out = run(tmp_path, df)
+    p = read_cohort(out).participants
+    absent = {21001: ["bmi"], 20116: ["smoking_status"], 20161: ["pack_years"], 21000: ["ethnicity"],
+              189: ["townsend"], 24006: ["pm25"], 6152: ["hay_fever_eczema"], 20107: ["parental_copd"],
+              20110: ["parental_copd"], 20002: ["copd", "asthma"], 41270: ["copd", "asthma"],
+              41271: ["copd", "asthma"]}
+    for f, columns in absent.items():
+        assert any(str(f) in w for w in summary.warnings), f
+        assert str(f) in caplog.text
+        for col in columns:
+            assert p[col].isna().all(), col
+    assert (p["gli_ethnicity"] == "other").all()  # GLI's composite group when ethnicity is unknown
+    assert len(p) == 6 and (p["qc_status"] == "pass").all() and p["fev1_z"].notna().all()
+    assert summary.labels["copd"]["missing"] == 6
+    info = json.loads((out / "cohort.json").read_text())
+    assert info["summary"]["warnings"] == summary.warnings
 
 
 @pytest.mark.parametrize(
