@@ -52,7 +52,7 @@ from mlflow.types import DataType
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from biobank.build import qc_config_for
-from biobank.cohort_qc import run_qc
+from biobank.cohort_qc import rejection_reason, run_qc
 from biobank.schema import NUMERIC_COVARIATES, RECORD_COLUMNS
 from experiments.data.curves import build_curves
 from experiments.data.embeddings import EMBEDDING_COLUMNS
@@ -93,8 +93,8 @@ def output_columns(traits: tuple[str, ...]) -> list[str]:
 def _blow_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Long blows table (``eid, instance, blow_index, volume_ml, qc_reason``) as :func:`run_qc` wants it.
 
-    A blow that cannot be read becomes ``volume_ml=None`` with ``qc_reason="parse_error: ..."``, exactly as
-    the UKB importer records it, so one bad blow never hides the participant's other blows.
+    A blow that cannot be read becomes ``volume_ml=None`` with the importer's reason
+    (:func:`biobank.cohort_qc.rejection_reason`), so one bad blow never hides the participant's other blows.
     """
     rows: list[dict[str, object]] = []
     for eid, blows in zip(frame["eid"].to_numpy(dtype=np.int64), frame[BLOWS_COLUMN].tolist()):
@@ -114,9 +114,10 @@ def _blow_rows(frame: pd.DataFrame) -> pd.DataFrame:
                     if arr.ndim != 1 or not np.isfinite(arr).all() or (arr != np.round(arr)).any():
                         raise SpirolmInputError("volume series must be a 1-D list of finite integers (mL)")
                     volume = arr.astype(np.int32)
-            except (SpirolmInputError, TypeError, ValueError) as exc:
-                problem = exc.problem if isinstance(exc, SpirolmInputError) else str(exc)
-                volume, reason = None, f"parse_error: {problem}"
+            except SpirolmInputError as exc:
+                volume, reason = None, rejection_reason(exc)
+            except (TypeError, ValueError) as exc:
+                volume, reason = None, rejection_reason(SpirolmInputError(str(exc)))
             rows.append({"eid": int(eid), "instance": 0, "blow_index": j, "volume_ml": volume, "qc_reason": reason})
     cols = ["eid", "instance", "blow_index", "volume_ml", "qc_reason"]
     return pd.DataFrame(rows, columns=cols).astype({"eid": "int64", "instance": "int64", "blow_index": "int64"})
