@@ -167,3 +167,14 @@ def test_read_rejects_hand_edited_units(tmp_path):
     with pytest.raises(SpirolmInputError, match="mL where litres") as err:
         cohort_io.read_participants(tmp_path)
     assert err.value.eid == 100
+
+
+def test_write_cohort_records_reference_equations_in_full(tmp_path):
+    info = {"reference_equations": {"fvc_z": "gli2012"}}
+    cohort_io.write_cohort(tmp_path / "ok", participants(), blows(), traits=["copd", "asthma"], info=info)
+    assert cohort_io.read_info(tmp_path / "ok")["reference_equations"] == {
+        "fev1_z": "gli_global2022", "fvc_z": "gli2012", "fev1_fvc_z": "gli_global2022"}
+    with pytest.raises(SpirolmInputError, match="unknown reference equation"):
+        cohort_io.write_cohort(tmp_path / "bad", participants(), blows(), traits=["copd", "asthma"],
+                               info={"reference_equations": "gli2099"})
+    assert not (tmp_path / "bad").exists()
