@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from biobank.cohort_io import read_cohort, write_cohort
-from biobank.cohort_qc import run_qc
+from biobank.cohort_qc import EquationChoice, run_qc, zscore_equations
 from biobank.synth import generate_export
 from biobank.ukb_import import import_ukb_export
 from signals.errors import SpirolmInputError
@@ -37,18 +37,25 @@ def import_export(
     qc_standard: str = "ats2005",
     split_seed: int = 0,
     phenotypes: Path | None = None,
+    reference_equations: EquationChoice = None,
 ):  # type: ignore[no-untyped-def]
-    """Import a UKB export (CSV/TSV/Parquet) into a cohort directory; returns the import summary."""
+    """Import a UKB export (CSV/TSV/Parquet) into a cohort directory; returns the import summary.
+
+    ``reference_equations``: GLI equation(s) of the z-scores (default GLI Global 2022, see
+    :data:`biobank.cohort_qc.EquationChoice`); ``cohort.json`` records them.
+    """
     export = Path(export)
     if not export.exists():
         raise SpirolmInputError("export file does not exist", file=export)
     return import_ukb_export(
-        export, Path(out_dir), qc_config=qc_config_for(qc_standard), phenotypes=phenotypes, split_seed=split_seed
+        export, Path(out_dir), qc_config=qc_config_for(qc_standard), phenotypes=phenotypes, split_seed=split_seed,
+        reference_equations=reference_equations,
     )
 
 
 def build_synthetic_cohort(
-    *, n: int, seed: int, out_dir: Path, qc_standard: str = "ats2005", split_seed: int = 0
+    *, n: int, seed: int, out_dir: Path, qc_standard: str = "ats2005", split_seed: int = 0,
+    reference_equations: EquationChoice = None,
 ):  # type: ignore[no-untyped-def]
     """Generate the synthetic cohort's UKB export in ``out_dir`` and import it there."""
     if n < 1:
@@ -56,20 +63,30 @@ def build_synthetic_cohort(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     generate_export(n=n, seed=seed, out_dir=out_dir)
-    return import_export(out_dir / EXPORT_NAME, out_dir, qc_standard=qc_standard, split_seed=split_seed)
+    return import_export(out_dir / EXPORT_NAME, out_dir, qc_standard=qc_standard, split_seed=split_seed,
+                         reference_equations=reference_equations)
 
 
-def rerun_qc(cohort_dir: Path, *, qc_standard: str = "ats2005"):  # type: ignore[no-untyped-def]
+def rerun_qc(
+    cohort_dir: Path, *, qc_standard: str = "ats2005", reference_equations: EquationChoice = None
+):  # type: ignore[no-untyped-def]
     """Re-run QC on an existing cohort directory with another standard and rewrite it in place.
 
     Blows refused at import (``parse_error``, ``implausible_volume``: their volumes are null) stay
     rejected; everything else is re-measured, so switching ``ats2005`` ↔ ``ats2019`` changes only what the
-    BEV floor changes.
+    BEV floor changes. ``reference_equations=None`` keeps the GLI equations ``cohort.json`` records (the
+    defaults for a cohort that records none), so a QC re-run never switches equations silently;
+    ``cohort.json`` is rewritten with the equations actually used.
     """
     cfg = qc_config_for(qc_standard)
     cohort = read_cohort(cohort_dir)
-    participants, blows, exclusions = run_qc(cohort.participants, cohort.blows, cfg)
+    if reference_equations is None:
+        reference_equations = cohort.info.get("reference_equations")
+    equations = zscore_equations(reference_equations)
+    participants, blows, exclusions = run_qc(cohort.participants, cohort.blows, cfg,
+                                             reference_equations=equations)
     info = dict(cohort.info)
     info["qc_config"] = dataclasses.asdict(cfg)
+    info["reference_equations"] = equations
     write_cohort(cohort_dir, participants, blows, traits=cohort.traits, exclusions=exclusions, info=info)
     return read_cohort(cohort_dir)

@@ -18,6 +18,7 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from biobank import schema
+from biobank.cohort_qc import zscore_equations
 from signals.errors import SpirolmInputError
 
 PARTICIPANTS_FILE = "participants.parquet"
@@ -142,11 +143,16 @@ def write_cohort(
     """Validate and write a cohort directory in one go (small cohorts, tests, QC re-runs).
 
     The importer streams large cohorts itself with the same arrow schemas (:mod:`biobank.schema`).
+    ``info["reference_equations"]`` (which GLI equation produced each z column), when given, is checked
+    and written in full form (``biobank.cohort_qc.zscore_equations``).
 
     Returns:
         The directory.
     """
     directory = Path(directory)
+    meta = dict(info or {})
+    if meta.get("reference_equations") is not None:  # checked before anything is written
+        meta["reference_equations"] = zscore_equations(meta["reference_equations"])
     directory.mkdir(parents=True, exist_ok=True)
     schema.validate_participants(participants, directory / PARTICIPANTS_FILE, traits)
     schema.validate_blows(blows, directory / BLOWS_FILE)
@@ -159,7 +165,6 @@ def write_cohort(
     pq.write_table(pyarrow.Table.from_pandas(blows, schema=b_schema, preserve_index=False), directory / BLOWS_FILE)
     excl = exclusions if exclusions is not None else pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
     excl.to_csv(directory / EXCLUSIONS_FILE, index=False)
-    meta = dict(info or {})
     meta["traits"] = list(traits)
     (directory / COHORT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return directory

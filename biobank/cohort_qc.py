@@ -19,14 +19,17 @@ Decisions (also in ``docs/phenotypes.md``):
   value at all) or ``no_usable_blow: <codes>`` (all blows refused before QC); they stay in the table, since
   their EHR labels are still usable by models that do not need spirometry.
 * ``n_blows`` counts the blows recorded at the chosen instance, parseable or not.
-* GLI-2012 z-scores (``signals.gli.zscore``) are NaN where the spirometry value, age, sex or height is
-  missing, or the age lies outside the embedded GLI spline range.
+* z-scores (``signals.gli.zscore``) use GLI Global 2022 by default (race-neutral; ATS 2023, ARTP) or
+  GLI-2012 on request (``reference_equations=``); :func:`zscore_equations` says which equation produced
+  each z column, and the cohort writers record that in ``cohort.json`` (``reference_equations``). They are
+  NaN where the spirometry value, age, sex or height is missing (or GLI-2012's ethnicity), or the age lies
+  outside the equation's published range (3-95 y).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -43,6 +46,9 @@ from signals.qc import ParticipantQC, QCConfig, qc_participant
 BLOW_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "bev_ml", "fet_s")
 PARTICIPANT_MEASURES = ("fev1_l", "fvc_l", "fev1_fvc", "pef_l_s", "fef25_75_l_s")
 Z_COLUMNS = {"fev1_z": ("fev1", "fev1_l"), "fvc_z": ("fvc", "fvc_l"), "fev1_fvc_z": ("fev1_fvc", "fev1_fvc")}
+EquationChoice = gli.EquationLike | Mapping[str, gli.EquationLike] | None
+"""One equation for every z column, a ``{z column: equation}`` mapping (missing columns get the default),
+or ``None`` for the defaults (:data:`signals.gli.DEFAULT_EQUATIONS`)."""
 PARSE_ERROR = "parse_error"
 PRE_QC_CODES = (PARSE_ERROR, IMPLAUSIBLE_VOLUME)
 """Codes of blows refused before QC (no volume series): ``qc_reason`` is ``"<code>: <message>"``."""
@@ -59,6 +65,7 @@ def run_qc(
     instance: int = 0,
     workers: int = 1,
     progress: bool | None = None,
+    reference_equations: EquationChoice = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """QC every blow and summarise each participant.
 
@@ -71,6 +78,7 @@ def run_qc(
         instance: the assessment visit whose best blow fills the participant's spirometry columns.
         workers: processes for the per-session QC (1 = in-process).
         progress: tqdm progress bar; ``None`` = only on a terminal.
+        reference_equations: which GLI equation the z-scores use (see :data:`EquationChoice`).
 
     Returns:
         ``(participants, blows, exclusions)``: copies with QC columns filled, and the exclusions table
@@ -105,7 +113,7 @@ def run_qc(
     for k, v in values.items():
         blows[k] = v
     participants = _fill_participants(participants, blows, summaries, instance)
-    participants = add_zscores(participants)
+    participants = add_zscores(participants, reference_equations)
     exclusions = _exclusions(participants, blows, instance)
     return participants, blows, exclusions
 
@@ -219,22 +227,48 @@ def _fill_participants(
     return participants
 
 
-def add_zscores(participants: pd.DataFrame) -> pd.DataFrame:
-    """GLI-2012 z-scores for FEV1, FVC and FEV1/FVC (NaN where any input is missing or out of range)."""
-    lo, hi = gli.GLI_AGE_RANGE
+def zscore_equations(choice: EquationChoice = None) -> dict[str, str]:
+    """``{z column: equation name}`` for a choice, e.g. ``{"fev1_z": "gli_global2022", ...}``.
+
+    This is what ``cohort.json`` records as ``reference_equations``.
+
+    Raises:
+        SpirolmInputError: an unknown z column or equation, or an equation without that parameter.
+    """
+    if isinstance(choice, Mapping):
+        unknown = sorted(set(choice) - set(Z_COLUMNS))
+        if unknown:
+            raise SpirolmInputError(f"unknown z-score column(s) {unknown}; expected {sorted(Z_COLUMNS)}",
+                                    field="reference_equations")
+        return {z: gli.equation_for(param, choice.get(z)).value for z, (param, _) in Z_COLUMNS.items()}
+    return {z: gli.equation_for(param, choice).value for z, (param, _) in Z_COLUMNS.items()}
+
+
+def add_zscores(participants: pd.DataFrame, reference_equations: EquationChoice = None) -> pd.DataFrame:
+    """z-scores for FEV1, FVC and FEV1/FVC (NaN where any input is missing or the age is out of range).
+
+    Args:
+        participants: needs ``age``, ``sex``, ``height_cm``, the measures, and ``gli_ethnicity`` when
+            a column uses GLI-2012.
+        reference_equations: see :data:`EquationChoice`; :func:`zscore_equations` gives the result.
+    """
+    equations = zscore_equations(reference_equations)
     age = participants["age"].to_numpy(dtype=float)
     height = participants["height_cm"].to_numpy(dtype=float)
     sex = participants["sex"].astype(object).to_numpy()
-    eth = participants["gli_ethnicity"].astype(object).to_numpy()
-    base_ok = (np.isfinite(age) & (age >= lo) & (age <= hi) & np.isfinite(height) & (height > 0)
-               & pd.notna(sex) & pd.notna(eth))
+    base_ok = np.isfinite(age) & np.isfinite(height) & (height > 0) & pd.notna(sex)
     for zcol, (param, col) in Z_COLUMNS.items():
+        equation = gli.ReferenceEquation(equations[zcol])
         value = participants[col].to_numpy(dtype=float)
         ok = base_ok & np.isfinite(value) & (value > 0)
+        eth = None
+        if equation is gli.ReferenceEquation.GLI_2012:
+            eth = participants["gli_ethnicity"].astype(object).to_numpy()
+            ok &= pd.notna(eth)
         z = np.full(len(participants), np.nan)
         if ok.any():
-            z[ok] = gli.zscore(param, value[ok], sex[ok].astype(str), age[ok], height[ok], eth[ok].astype(str),
-                               outside_nodes="nan")
+            z[ok] = gli.zscore(param, value[ok], sex[ok].astype(str), age[ok], height[ok],
+                               None if eth is None else eth[ok].astype(str), equation=equation)
         participants[zcol] = z
     return participants
 

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from biobank import cohort_io, schema, ukb_fields
-from biobank.cohort_qc import reason_counts, rejection_reason, run_qc
+from biobank.cohort_qc import EquationChoice, reason_counts, rejection_reason, run_qc, zscore_equations
 from biobank.phenotypes import PhenotypeSpec, absent_sources, derive_history, derive_traits, load_phenotypes
 from biobank.splits import assign_split
 from biobank.ukb_fields import FieldRef, is_missing
@@ -58,7 +58,7 @@ from signals.ukb3066 import as_text, parse_3066
 
 log = logging.getLogger(__name__)
 
-IMPORTER_VERSION = "1.0"
+IMPORTER_VERSION = "1.1"  # 1.1: exact GLI tables (pyspiro), GLI Global 2022 z-scores by default
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 _TAB_SUFFIXES = (".tsv", ".tab", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -143,6 +143,7 @@ def import_ukb_export(
     progress: bool = True,
     qc_instance: int = 0,
     workers: int = 1,
+    reference_equations: EquationChoice = None,
 ) -> ImportSummary:
     """Import a UKB export into ``participants.parquet``, ``blows.parquet``, ``qc_exclusions.csv`` and
     ``cohort.json`` in ``out_dir``.
@@ -158,6 +159,8 @@ def import_ukb_export(
         progress: show a tqdm bar.
         qc_instance: the visit whose blows give the participant's spirometry (0 = baseline).
         workers: processes for per-session QC within a chunk.
+        reference_equations: GLI equation(s) of the z-scores (:data:`biobank.cohort_qc.EquationChoice`;
+            default GLI Global 2022), recorded in ``cohort.json`` as ``reference_equations``.
 
     Returns:
         :class:`ImportSummary`.
@@ -172,6 +175,7 @@ def import_ukb_export(
     if chunksize < 1:
         raise SpirolmInputError(f"chunksize must be positive, got {chunksize}", field="chunksize")
     spec = phenotypes if isinstance(phenotypes, PhenotypeSpec) else load_phenotypes(phenotypes)
+    equations = zscore_equations(reference_equations)  # resolve (and reject bad names) before reading
     columns = _read_header(path)
     plan = _make_plan(columns, path)
     summary = ImportSummary(source=str(path), out_dir=str(out))
@@ -184,7 +188,7 @@ def import_ukb_export(
         cohort_io.PARTICIPANTS_FILE, cohort_io.BLOWS_FILE, cohort_io.EXCLUSIONS_FILE)}
     try:
         _stream(path, plan, spec, summary, partial, qc_config, split_seed, chunksize, progress, qc_instance,
-                workers)
+                workers, equations)
         if summary.participants == 0:
             raise SpirolmInputError("the export holds no participants (header only?)", file=path)
         for name, tmp in partial.items():
@@ -193,7 +197,7 @@ def import_ukb_export(
         for tmp in partial.values():
             tmp.unlink(missing_ok=True)
     _finish_summary(summary)
-    _write_info(out, path, summary, spec, qc_config, qc_instance, split_seed)
+    _write_info(out, path, summary, spec, qc_config, qc_instance, split_seed, equations)
     return summary
 
 
@@ -368,7 +372,7 @@ def _absent_warnings(plan: _Plan, spec: PhenotypeSpec, columns: list[str]) -> li
 
 def _stream(path: Path, plan: _Plan, spec: PhenotypeSpec, summary: ImportSummary, partial: dict[str, Path],
             qc_config: QCConfig, split_seed: int, chunksize: int, progress: bool, qc_instance: int,
-            workers: int) -> None:
+            workers: int, equations: dict[str, str]) -> None:
     extra = list(plan.pass_through) + list(plan.true_risk)
     p_schema = schema.participants_arrow_schema(spec.trait_names, extra)
     b_schema = schema.blows_arrow_schema()
@@ -389,7 +393,7 @@ def _stream(path: Path, plan: _Plan, spec: PhenotypeSpec, summary: ImportSummary
             participants["split"] = assign_split(eids, seed=split_seed, fractions=SPLIT_FRACTIONS)
             blows = _blows(chunk, eids, plan)
             participants, blows, excl = run_qc(participants, blows, qc_config, instance=qc_instance,
-                                               workers=workers, progress=False)
+                                               workers=workers, progress=False, reference_equations=equations)
             # The schema guards our own output. A failure is a bug, but report it for the whole file:
             # keep validating later chunks (writing nothing more) and raise once at the end.
             schema.validate_participants(participants, path, spec.trait_names, failures=failures)
@@ -617,7 +621,7 @@ def _file_hash(path: Path) -> str:
 
 
 def _write_info(out: Path, source: Path, summary: ImportSummary, spec: PhenotypeSpec, qc_config: QCConfig,
-                qc_instance: int, split_seed: int) -> None:
+                qc_instance: int, split_seed: int, equations: dict[str, str]) -> None:
     """``cohort.json``: provenance without timestamps, so the same input gives the same file."""
     content = hashlib.blake2b(digest_size=16)
     for name in (cohort_io.PARTICIPANTS_FILE, cohort_io.BLOWS_FILE, cohort_io.EXCLUSIONS_FILE):
@@ -627,6 +631,7 @@ def _write_info(out: Path, source: Path, summary: ImportSummary, spec: Phenotype
         "source": {"name": source.name, "size_bytes": source.stat().st_size, "blake2b": _file_hash(source)},
         "qc_config": dataclasses.asdict(qc_config),
         "qc_instance": qc_instance,
+        "reference_equations": equations,
         "split_seed": split_seed,
         "split_fractions": list(SPLIT_FRACTIONS),
         "traits": list(spec.trait_names),

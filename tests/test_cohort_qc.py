@@ -11,6 +11,7 @@ import pytest
 from biobank import cohort_qc
 from biobank.cohort_qc import reason_counts, run_qc
 from signals import gli
+from signals.errors import SpirolmInputError
 from signals.qc import QCConfig
 from signals.ukb3066 import parse_3066
 
@@ -113,3 +114,36 @@ def test_parallel_matches_serial(monkeypatch):
     parallel = run_qc(_participants(eids), _table(rows), workers=2)
     pd.testing.assert_frame_equal(serial[0], parallel[0])
     pd.testing.assert_frame_equal(serial[1].drop(columns="volume_ml"), parallel[1].drop(columns="volume_ml"))
+
+
+def test_zscore_equation_choice_and_record():
+    assert cohort_qc.zscore_equations() == dict.fromkeys(cohort_qc.Z_COLUMNS, "gli_global2022")
+    assert cohort_qc.zscore_equations("gli2012") == dict.fromkeys(cohort_qc.Z_COLUMNS, "gli2012")
+    assert cohort_qc.zscore_equations({"fvc_z": gli.ReferenceEquation.GLI_2012}) == {
+        "fev1_z": "gli_global2022", "fvc_z": "gli2012", "fev1_fvc_z": "gli_global2022"}
+    with pytest.raises(SpirolmInputError, match="unknown z-score column"):
+        cohort_qc.zscore_equations({"pef_z": "gli2012"})
+    with pytest.raises(SpirolmInputError, match="unknown reference equation"):
+        cohort_qc.zscore_equations("nhanes3")
+
+    p = _participants([1, 2])
+    p.loc[1, "gli_ethnicity"] = "african_american"
+    blows = _table([_blow(e, DEMO) for e in (1, 2)])
+    default, _, _ = run_qc(p, blows)
+    g12, _, _ = run_qc(p, blows, reference_equations="gli2012")
+    for p_out, eq in ((default, "gli_global2022"), (g12, "gli2012")):
+        for zcol, (param, col) in cohort_qc.Z_COLUMNS.items():
+            want = gli.zscore(param, p_out[col], p_out["sex"], p_out["age"], p_out["height_cm"],
+                              p_out["gli_ethnicity"], equation=eq)
+            np.testing.assert_allclose(p_out[zcol], want, rtol=1e-12)
+    # GLI Global ignores ethnicity; GLI-2012 does not
+    assert default.loc[0, "fev1_z"] == pytest.approx(default.loc[1, "fev1_z"])
+    assert g12.loc[0, "fev1_z"] != pytest.approx(g12.loc[1, "fev1_z"])
+
+
+def test_zscores_real_outside_old_nodes_nan_outside_published_range():
+    p = _participants([1, 2, 3, 4])
+    p["age"] = [21.0, 84.0, 96.0, 2.0]
+    out, _, _ = run_qc(p, _table([_blow(e, DEMO) for e in (1, 2, 3, 4)]))
+    z = out[["fev1_z", "fvc_z", "fev1_fvc_z"]].to_numpy(dtype=float)
+    assert np.isfinite(z[:2]).all() and np.isnan(z[2:]).all()

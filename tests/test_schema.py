@@ -198,3 +198,14 @@ def test_failures_collected_over_chunks_count_every_participant():
     assert "participants column fev1_l fails in_range(0.1, 10.0) for 8 participants" in str(err)
     assert "participants 100, 101, 110, 111, 120 and 3 more" in str(err) and "mL where litres" in str(err)
     assert err.eid == 100 and err.field == "fev1_l" and err.file == "p.parquet"
+
+
+def test_write_cohort_records_reference_equations_in_full(tmp_path):
+    info = {"reference_equations": {"fvc_z": "gli2012"}}
+    cohort_io.write_cohort(tmp_path / "ok", participants(), blows(), traits=["copd", "asthma"], info=info)
+    assert cohort_io.read_info(tmp_path / "ok")["reference_equations"] == {
+        "fev1_z": "gli_global2022", "fvc_z": "gli2012", "fev1_fvc_z": "gli_global2022"}
+    with pytest.raises(SpirolmInputError, match="unknown reference equation"):
+        cohort_io.write_cohort(tmp_path / "bad", participants(), blows(), traits=["copd", "asthma"],
+                               info={"reference_equations": "gli2099"})
+    assert not (tmp_path / "bad").exists()

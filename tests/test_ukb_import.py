@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from biobank import cohort_io
+from biobank.build import rerun_qc
 from biobank.cohort_io import read_cohort
 from biobank.splits import assign_split
 from biobank.ukb_import import import_ukb_export
@@ -459,3 +460,24 @@ def test_failed_import_keeps_previous_cohort(tmp_path):
         run(tmp_path, df, chunksize=2)
     assert (out / cohort_io.PARTICIPANTS_FILE).read_bytes() == before
     read_cohort(out)
+
+
+def test_reference_equations_recorded_and_kept_by_qc_rerun(tmp_path):
+    _, out = run(tmp_path / "default", make_export())
+    info = json.loads((out / "cohort.json").read_text())
+    assert info["reference_equations"] == dict.fromkeys(("fev1_z", "fvc_z", "fev1_fvc_z"), "gli_global2022")
+    _, out12 = run(tmp_path / "g12", make_export(), reference_equations="gli2012")
+    assert set(json.loads((out12 / "cohort.json").read_text())["reference_equations"].values()) == {"gli2012"}
+    z_default = read_cohort(out).participants["fev1_z"]
+    z12 = read_cohort(out12).participants["fev1_z"]
+    assert not np.allclose(z_default, z12)
+
+    # a QC re-run keeps the recorded equations (same z) unless told otherwise, and records what it used
+    rerun = rerun_qc(out12, qc_standard="ats2019")
+    assert set(rerun.info["reference_equations"].values()) == {"gli2012"}
+    np.testing.assert_allclose(rerun.participants["fev1_z"], z12)
+    rerun = rerun_qc(out12, reference_equations="gli_global2022")
+    assert set(rerun.info["reference_equations"].values()) == {"gli_global2022"}
+    np.testing.assert_allclose(rerun.participants["fev1_z"], z_default)
+    with pytest.raises(SpirolmInputError, match="unknown reference equation"):
+        run(tmp_path / "bad", make_export(), reference_equations="gli2099")

@@ -59,13 +59,16 @@ def lung_function(pop: pd.DataFrame, lat: pd.DataFrame, rng: np.random.Generator
     """Per-person true FVC, FEV1/FVC, PEF and limb-shape parameters.
 
     FVC and FEV1/FVC are GLI-2012 values at z-scores shifted by the latents; PEF scales with the GLI
-    FEV1 prediction. The limb exponent ``k`` is then solved so the parametric curve reproduces the
-    target FEV1/FVC *given* the latent-driven knee (emphysema) and late concavity (asthma): those two
-    shape features therefore carry information that FEV1, FVC and FEV1/FVC do not.
+    FEV1 prediction.
+    GLI-2012, not GLI Global: a simulator should keep the ethnic differences GLI Global averages out.
+    The limb exponent ``k`` is then solved so the parametric curve reproduces the target FEV1/FVC
+    *given* the latent-driven knee (emphysema) and late concavity (asthma): those two shape features
+    therefore carry information that FEV1, FVC and FEV1/FVC do not.
     """
     n = len(pop)
     sex = np.where(pop["male"].to_numpy() == 1, "male", "female")
     args = (sex, pop["age"].to_numpy(float), pop["height_cm"].to_numpy(float), pop["gli_ethnicity"].to_numpy())
+    g12 = gli.ReferenceEquation.GLI_2012  # why GLI-2012: docstring
     o = lat["latent_obstruction"].to_numpy()
     e = lat["latent_emphysema"].to_numpy()
     h = lat["latent_hyperreactivity"].to_numpy()
@@ -75,10 +78,10 @@ def lung_function(pop: pd.DataFrame, lat: pd.DataFrame, rng: np.random.Generator
              + phys.fvc_z_per_obstruction * o + phys.fvc_z_current_smoker * current)
     ratio_z = (phys.healthy_ratio_z_sd * zn[1] + phys.ratio_z_per_obstruction * o
                + phys.ratio_z_per_emphysema * e + phys.ratio_z_per_hr * h)
-    fvc = gli.value_at_z("fvc", np.clip(fvc_z, -5.0, 4.0), *args)
-    ratio = gli.value_at_z("fev1_fvc", np.clip(ratio_z, -5.5, 3.0), *args)
+    fvc = gli.value_at_z("fvc", np.clip(fvc_z, -5.0, 4.0), *args, equation=g12)
+    ratio = gli.value_at_z("fev1_fvc", np.clip(ratio_z, -5.5, 3.0), *args, equation=g12)
     ratio = np.clip(np.nan_to_num(ratio, nan=0.3), 0.3, 0.95)
-    fev1_pred = gli.predicted("fev1", *args)
+    fev1_pred = gli.predicted("fev1", *args, equation=g12)
     pef = (phys.pef_per_fev1_pred * fev1_pred * np.exp(phys.pef_log_sd * zn[2] - phys.pef_per_obstruction * o))
     pef = np.clip(pef, *phys.pef_limits_l_s)
 

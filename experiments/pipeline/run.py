@@ -49,7 +49,7 @@ from signals.errors import SpirolmInputError
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when what it writes changes, so that cached builds are not reused.
-COHORT_STAGE_VERSION = 1
+COHORT_STAGE_VERSION = 2  # 2: GLI z-scores from pyspiro (GLI Global 2022 by default), implausible blows rejected
 ENCODER_STAGE_VERSION = 2  # 2: predictions in the shared prediction-table schema
 BASELINES_STAGE_VERSION = 3  # 3: predictions in the shared prediction-table schema
 HELM_STAGE_VERSION = 2  # 2: predictions in the shared prediction-table schema
