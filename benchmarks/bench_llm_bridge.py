@@ -129,7 +129,7 @@ def main() -> None:
     def step(use_cache: bool, store: PrefixKVStore | None = None) -> None:
         helm.projector.zero_grad(set_to_none=True)
         if use_cache:
-            state = store.get(helm.llm, eids, ids, helm.pad_id, device) if store else helm.encode_prefix(ids)
+            state = store.get(helm.encode_prefix, eids, ids, device) if store else helm.encode_prefix(ids)
             out = helm.score_prefix(state, emb)
         else:
             out = helm.score_full(ids, emb)

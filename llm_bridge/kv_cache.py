@@ -13,7 +13,7 @@ Not valid when LoRA adapts the LLM (the prefix KV then depends on trainable weig
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,14 +62,51 @@ class PrefixState:
                 layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
 
 
+    def drop_last(self, n: int) -> PrefixState:
+        """The state without its last ``n`` positions, which every row shares (e.g. the spirogram intro)."""
+        if n <= 0:
+            return self
+        data = [(k[:, :, :-n], v[:, :, :-n]) for k, v in _layers(self.cache)]
+        return PrefixState(cache=DynamicCache(ddp_cache_data=data), attention_mask=self.attention_mask[:, :-n],
+                           lengths=self.lengths - n)
+
+    def expand(self, n: int) -> PrefixState:
+        """A batch-1 state broadcast to ``n`` rows (a view: the prefix keys/values are not copied)."""
+        data = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)) for layer in self.cache.layers]
+        return PrefixState(cache=DynamicCache(ddp_cache_data=data), attention_mask=self.attention_mask.expand(n, -1),
+                           lengths=self.lengths.expand(n))
+
+
 @torch.no_grad()
 def encode_prefix(model: nn.Module, prefix_ids: Sequence[Sequence[int]], pad_id: int,
-                  device: torch.device | str = "cpu") -> PrefixState:
-    """Run the frozen LLM over left-padded prefixes once, without gradients, and keep the cache."""
+                  device: torch.device | str = "cpu", *, shared: PrefixState | None = None,
+                  dtype: torch.dtype | None = None) -> PrefixState:
+    """Run the frozen LLM over left-padded prefixes once, without gradients, and keep the cache.
+
+    Args:
+        model: the frozen causal LM.
+        prefix_ids: one id list per row.
+        pad_id: padding id.
+        device: where the cache lives.
+        shared: the batch-1 cache of a block every row continues (few-shot examples): its keys and
+            values are computed once and only each row's own tokens run here (left padding then sits
+            between the shared block and the row; the mask and positions skip it).
+        dtype: store the keys/values in this dtype (the compute precision; None keeps the model's).
+    """
     ids, mask = pad_left(prefix_ids, pad_id, device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                use_cache=True, logits_to_keep=1)
-    return PrefixState(cache=out.past_key_values, attention_mask=mask, lengths=mask.sum(dim=1))
+    if shared is None:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                    use_cache=True, logits_to_keep=1)
+    else:
+        base = shared.expand(ids.shape[0])
+        position_ids = position_ids_from_mask(mask, base.lengths)
+        mask = torch.cat([base.attention_mask, mask], dim=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=base.cache,
+                    use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    if dtype is not None:
+        cache = DynamicCache(ddp_cache_data=[(k.to(dtype), v.to(dtype)) for k, v in _layers(cache)])
+    return PrefixState(cache=cache, attention_mask=mask, lengths=mask.sum(dim=1))
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,8 +121,8 @@ class PrefixKVStore:
     full, new prefixes are still computed (and used) but not stored; hits and misses are counted.
 
     Args:
-        max_bytes: memory budget (default 3 GiB; SmolLM2 needs ~6 MB per 130-token prefix in fp32).
-        dtype: storage dtype (None: the model's; bf16 halves memory at a small numerical cost).
+        max_bytes: memory budget (SmolLM2-135M: ~8 MB per 180-token prefix in fp32, half in bf16).
+        dtype: storage dtype (None: the dtype the prefix was encoded in, i.e. the compute precision).
     """
 
     def __init__(self, max_bytes: int = 3 << 30, dtype: torch.dtype | None = None) -> None:
@@ -125,19 +162,19 @@ class PrefixKVStore:
             self._data[key] = entry
             self.bytes += size
 
-    def get(self, model: nn.Module, keys: Sequence[Hashable], prefix_ids: Sequence[Sequence[int]], pad_id: int,
-            device: torch.device | str = "cpu") -> PrefixState:
-        """The prefix state of a batch, computing (and storing) only the participants not seen yet."""
+    def get(self, encode: Callable[[Sequence[Sequence[int]]], PrefixState], keys: Sequence[Hashable],
+            prefix_ids: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> PrefixState:
+        """The prefix state of a batch, computing (with ``encode``) and storing only the participants not seen yet."""
         missing = [i for i, k in enumerate(keys) if k not in self._data]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if len(missing) == len(keys) and self.bytes > self.max_bytes:
-            return encode_prefix(model, prefix_ids, pad_id, device)
+            return encode(prefix_ids)
         if missing:
-            fresh = encode_prefix(model, [prefix_ids[i] for i in missing], pad_id, device)
+            fresh = encode([prefix_ids[i] for i in missing])
             self._store([keys[i] for i in missing], fresh)
             if any(keys[i] not in self._data for i in missing):  # budget exhausted mid-batch
-                return encode_prefix(model, prefix_ids, pad_id, device)
+                return encode(prefix_ids)
         return self._assemble(keys, device)
 
     def _assemble(self, keys: Sequence[Hashable], device: torch.device | str) -> PrefixState:

@@ -31,11 +31,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from llm_bridge import precision as P
 from llm_bridge.constants import DEFAULT_NUM_SOFT_TOKENS
 from llm_bridge.kv_cache import PrefixState, encode_prefix
 from llm_bridge.llm import LLMIdentity, LoadedLLM, answer_token_ids
 from llm_bridge.projector import SoftPrompt, SoftTokenProjector, embedding_norm
-from llm_bridge.prompt import PromptConfig, question_ids, text_prefixes
+from llm_bridge.prompt import PromptConfig, question_ids, shared_prefix_ids, text_prefixes
 from llm_bridge.readout import AnswerIds, last_logits, yes_no_logits
 from llm_bridge.serialize import SerializerConfig, TabularScaler, serialize_records
 from llm_bridge.splice import SOFT_TOKEN_ID, pad_left, splice
@@ -181,6 +182,7 @@ class HeLM(nn.Module):
         if cfg.lora_r:
             self._add_lora()
         self._templates: dict[tuple[str, bool, bool], list[int]] = {}
+        self.precision = "fp32"
         self.assert_llm_frozen()
 
     # ------------------------------------------------------------------ construction helpers
@@ -191,6 +193,19 @@ class HeLM(nn.Module):
         lcfg = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
                           target_modules=list(self.cfg.lora_targets), bias="none")
         self.llm = get_peft_model(self.llm, lcfg)
+
+    def set_precision(self, precision: str) -> HeLM:
+        """Run the LLM in ``precision`` (:data:`llm_bridge.precision.PRECISIONS` or ``auto``).
+
+        ``int8`` swaps in a dynamic-quantised copy of the LLM (scoring only: no training, no LoRA).
+        """
+        resolved = P.resolve(precision, self.llm.device)
+        if resolved == "int8":
+            if self.uses_lora or self.training:
+                raise SpirolmInputError("int8 is for scoring a trained model (no training, no LoRA)", field="precision")
+            self.llm = P.quantized_copy(self.llm)
+        self.precision = resolved
+        return self
 
     @property
     def uses_lora(self) -> bool:
@@ -211,7 +226,7 @@ class HeLM(nn.Module):
     def tail_ids(self, question: Sequence[int], *, every_set: bool = False, spiro: bool = True,
                  record: bool = True) -> list[int]:
         """Ids of a prompt's tail, ``SOFT_TOKEN_ID`` at soft positions: soft prompt, tabular tokens,
-        spirogram intro + tokens, then ``question``.
+        spirogram intro (unless :meth:`prefix_ids` holds it) + tokens, then ``question``.
 
         The one tail builder: training, scoring, explanations and chat all prompt through it.
 
@@ -226,7 +241,8 @@ class HeLM(nn.Module):
         if cfg.uses_tabmlp and record:
             ids += [SOFT_TOKEN_ID] * (cfg.num_tab_tokens * sets)
         if cfg.uses_spiro and spiro:
-            ids += self.tokenizer(cfg.prompt.spiro_intro, add_special_tokens=False)["input_ids"]
+            if not self._intro_in_prefix(spiro):
+                ids += self.tokenizer(cfg.prompt.spiro_intro, add_special_tokens=False)["input_ids"]
             ids += [SOFT_TOKEN_ID] * (cfg.num_soft_tokens * sets)
         return ids + list(question)
 
@@ -257,14 +273,42 @@ class HeLM(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def prefix_ids(self, participants: pd.DataFrame, examples: str = "") -> list[list[int]]:
-        """Token ids of each participant's text prefix (record text, or only the header for tabmlp)."""
-        p = self.cfg.prompt
+    def prefix_ids(self, participants: pd.DataFrame, *, spiro: bool = True, record: bool = True,
+                   after_shared: bool = False) -> list[list[int]]:
+        """Token ids of each participant's text prefix: everything before the first soft token.
+
+        That is the header and the record text (only the header for ``tabmlp+spiro``, whose record
+        enters as soft tokens), plus the spirogram intro when it directly precedes the spirogram tokens:
+        constant text belongs in the no-grad prefix, not in the graded tail.
+
+        Args:
+            participants: participant rows.
+            spiro, record: the modalities the prompt keeps (modality ablation); without the record a
+                text variant keeps only the header.
+            after_shared: the prompts continue a shared block (:meth:`shared_prefix_ids`).
+        """
         if self.cfg.uses_tabmlp:
             records = ["(record given as feature tokens)"] * len(participants)
-        else:
+        elif record:
             records = serialize_records(participants, self.cfg.serializer).tolist()
-        return text_prefixes(self.tokenizer, records, p, with_intro=False, examples=examples)
+        else:
+            records = [""] * len(participants)
+        return text_prefixes(self.tokenizer, records, self.cfg.prompt, with_intro=self._intro_in_prefix(spiro),
+                             after_shared=after_shared)
+
+    def shared_prefix_ids(self, examples: str) -> list[int]:
+        """Ids of a block every participant's prompt starts with (few-shot examples): its KV is computed once."""
+        return shared_prefix_ids(self.tokenizer, examples, self.cfg.prompt)
+
+    def without_spirogram(self, state: PrefixState) -> PrefixState:
+        """The prefix state of the prompt without the spirogram, from the full prompt's state (ablation)."""
+        if not self._intro_in_prefix(True):
+            return state
+        return state.drop_last(len(self.tokenizer(self.cfg.prompt.spiro_intro, add_special_tokens=False)["input_ids"]))
+
+    def _intro_in_prefix(self, spiro: bool) -> bool:
+        """The spirogram intro is prefix text when nothing trainable comes before it."""
+        return self.cfg.uses_spiro and spiro and not self.cfg.soft_prompt_tokens and not self.cfg.uses_tabmlp
 
     def tab_features(self, participants: pd.DataFrame) -> np.ndarray | None:
         """Standardised tabular features (``tabmlp+spiro``) or None."""
@@ -331,14 +375,20 @@ class HeLM(nn.Module):
             soft = self.soft_tokens(len(prefix_ids), embedding, tab, eids, trait=trait, spiro=spiro, record=record)
             template = self._template(trait, spiro, record)
             ids, mask = pad_left([list(p) + template for p in prefix_ids], self.pad_id, device)
-            inputs = splice(self.llm.get_input_embeddings(), ids, mask, soft)
-            logits = last_logits(self.llm, inputs)
+            with P.compute(self.precision, device):
+                inputs = splice(self.llm.get_input_embeddings(), ids, mask, soft)
+                logits = last_logits(self.llm, inputs)
             out.append(logits.float() if full_vocab else self._pairs(logits))
         return torch.stack(out, dim=1)
 
-    def encode_prefix(self, prefix_ids: Sequence[Sequence[int]]) -> PrefixState:
-        """No-grad KV cache of the text prefixes (see :mod:`llm_bridge.kv_cache`)."""
-        return encode_prefix(self.llm, prefix_ids, self.pad_id, self.llm.device)
+    def encode_prefix(self, prefix_ids: Sequence[Sequence[int]], shared: PrefixState | None = None) -> PrefixState:
+        """No-grad KV cache of the text prefixes (see :mod:`llm_bridge.kv_cache`), in the compute precision.
+
+        ``shared``: the cache of a block every prompt starts with (:meth:`shared_prefix_ids`), computed once.
+        """
+        with P.compute(self.precision, self.llm.device):
+            return encode_prefix(self.llm, prefix_ids, self.pad_id, self.llm.device, shared=shared,
+                                 dtype=P.kv_dtype(self.precision))
 
     def score_prefix(self, state: PrefixState, embedding: torch.Tensor | None = None, tab: torch.Tensor | None = None,
                      traits: Sequence[str] | None = None, eids: Sequence[object] | None = None,
@@ -359,37 +409,43 @@ class HeLM(nn.Module):
             soft = self.soft_tokens(batch, embedding, tab, eids, trait=trait, spiro=spiro, record=record)
             template = torch.tensor(self._template(trait, spiro, record), device=device).expand(batch, -1)
             tail_mask = torch.ones_like(template)
-            inputs = splice(embed, template, tail_mask, soft, position_offset=state.lengths)
             try:
-                logits = last_logits(self.llm, inputs, past_key_values=state.cache,
-                                     attention_mask=state.tail_mask(template.shape[1]))
+                with P.compute(self.precision, device):
+                    inputs = splice(embed, template, tail_mask, soft, position_offset=state.lengths)
+                    logits = last_logits(self.llm, inputs, past_key_values=state.cache,
+                                         attention_mask=state.tail_mask(template.shape[1]))
             finally:
                 state.reset()
             out.append(logits.float() if full_vocab else self._pairs(logits))
         return torch.stack(out, dim=1)
 
-    def loss(self, out: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked cross-entropy of the answer token.
+    @staticmethod
+    def loss_weights(labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T)`` weight of each answer in the loss: 0 for a missing label, ``pos_weight`` for a case, else 1."""
+        weight = (~torch.isnan(labels)).float()
+        if pos_weight is not None:
+            cases = torch.nan_to_num(labels, nan=0.0) == 1
+            weight = weight * torch.where(cases, pos_weight.to(labels.device).view(1, -1), torch.ones_like(labels))
+        return weight
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None,
+             normalizer: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted cross-entropy of the answer token, divided by the batch's total weight.
 
         Args:
             out: ``(B, T, 2)`` [no, yes] logits, or ``(B, T, V)`` for ``answer_loss='vocab'``.
             labels: ``(B, T)`` float 0/1 with NaN for missing labels (masked out).
             pos_weight: ``(T,)`` weight of cases (class weighting); None = 1.
+            normalizer: the divisor instead of this batch's total weight (data parallelism divides by
+                the global batch's, so that averaging the processes' gradients gives one process's).
         """
-        known = ~torch.isnan(labels)
-        if not bool(known.any()):
+        weight = self.loss_weights(labels, pos_weight)
+        if not bool((weight > 0).any()):
             return out.sum() * 0.0
         y = torch.nan_to_num(labels, nan=0.0).long()
-        if self.cfg.answer_loss == "vocab":
-            target = torch.where(y == 1, self.answers.yes, self.answers.no)
-        else:
-            target = y
+        target = torch.where(y == 1, self.answers.yes, self.answers.no) if self.cfg.answer_loss == "vocab" else y
         ce = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="none")
-        ce = ce.view_as(labels)
-        weight = known.float()
-        if pos_weight is not None:
-            weight = weight * torch.where(y == 1, pos_weight.to(out.device).view(1, -1), torch.ones_like(labels))
-        return (ce * weight).sum() / weight.sum()
+        return (ce.view_as(labels) * weight).sum() / (weight.sum() if normalizer is None else normalizer)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -101,25 +101,30 @@ def encode_records(
     return ids
 
 
+def shared_prefix_ids(tokenizer: PreTrainedTokenizerBase, examples: str, cfg: PromptConfig) -> list[int]:
+    """Ids every prompt starts with: ``[BOS] [examples + separator]`` (few-shot examples are the same for all)."""
+    bos = [tokenizer.bos_token_id] if cfg.add_bos and tokenizer.bos_token_id is not None else []
+    return bos + (_ids(tokenizer, [examples + cfg.example_separator])[0] if examples else [])
+
+
 def text_prefixes(
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[str],
     cfg: PromptConfig,
     *,
     with_intro: bool,
-    examples: str = "",
+    after_shared: bool = False,
 ) -> list[list[int]]:
-    """Prefix ids per participant: ``[BOS] [examples] header record [intro]``.
+    """Prefix ids per participant: ``[BOS] header record [intro]``.
 
     Args:
         tokenizer: the LLM's tokenizer.
         records: serialized records (see :func:`llm_bridge.serialize.serialize_records`).
         cfg: prompt config.
-        with_intro: append ``cfg.spiro_intro`` (when soft tokens follow).
-        examples: few-shot block (see :func:`few_shot_block`), identical for every participant.
+        with_intro: append ``cfg.spiro_intro`` (when spirogram soft tokens follow).
+        after_shared: the prompt continues a :func:`shared_prefix_ids` block (which holds the BOS).
     """
-    head = ([tokenizer.bos_token_id] if cfg.add_bos and tokenizer.bos_token_id is not None else [])
-    head = head + (_ids(tokenizer, [examples + cfg.example_separator])[0] if examples else [])
+    head = [] if after_shared else shared_prefix_ids(tokenizer, "", cfg)
     head = head + _ids(tokenizer, [cfg.header])[0]
     tail = _ids(tokenizer, [cfg.spiro_intro])[0] if with_intro else []
     return [head + r + tail for r in encode_records(tokenizer, records, cfg)]

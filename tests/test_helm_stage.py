@@ -92,7 +92,7 @@ def test_zero_shot_shared_prefix_matches_one_prompt_per_trait(setup):
     cohort, emb_path, llm = setup
     p = pd.read_parquet(cohort / "participants.parquet")
     p = p[p["split"] == "test"].head(6).reset_index(drop=True)
-    shared = untrained_text_scores(llm, p, HeLMConfig(), batch_size=4)
+    shared = untrained_text_scores(llm, p, HeLMConfig(), batch_size=4, precision="fp32")
     for trait in ("asthma", "copd"):
         helm = HeLM(llm, HeLMConfig(variant="text", traits=(trait,)))
         with torch.no_grad():

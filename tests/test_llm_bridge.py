@@ -171,10 +171,10 @@ def test_prefix_store_reuses_participants_across_batches(tiny):
     ids = model.prefix_ids(df)
     store = PrefixKVStore()
     emb = torch.randn(5, 128)
-    first = model.score_prefix(store.get(model.llm, df["eid"].tolist()[:3], ids[:3], model.pad_id), emb[:3])
+    first = model.score_prefix(store.get(model.encode_prefix, df["eid"].tolist()[:3], ids[:3]), emb[:3])
     order = [4, 0, 2]
-    again = model.score_prefix(store.get(model.llm, [df["eid"].iloc[i] for i in order], [ids[i] for i in order],
-                                         model.pad_id), emb[order])
+    again = model.score_prefix(store.get(model.encode_prefix, [df["eid"].iloc[i] for i in order],
+                                         [ids[i] for i in order]), emb[order])
     assert store.hits == 2 and store.misses == 4 and len(store) == 4
     torch.testing.assert_close(again[1:], first[[0, 2]], atol=1e-5, rtol=1e-4)
     reference = model.score_full([ids[i] for i in order], emb[order])

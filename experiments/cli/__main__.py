@@ -2,4 +2,5 @@
 
 from experiments.cli.main import main
 
-main()
+if __name__ == "__main__":  # scoring's worker processes import this module again; they must not run the CLI
+    main()

@@ -28,12 +28,13 @@ def score(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")] = None,
     ray_workers: Annotated[Optional[int], typer.Option(help="Ray scoring actors (default: CPUs / 2).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="fp32 | bf16 (GPU).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native) | fp32 | bf16 | int8.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads of the local engine (default: the cores available).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard scores in --out made with other settings.")] = False,
 ) -> None:
     """Score every participant of a cohort with a HeLM model into resumable Parquet shards."""
     given = {"chunk_size": chunk_size, "batch_size": batch_size, "engine": engine, "ray_address": ray_address,
-             "ray_workers": ray_workers, "device": device, "dtype": dtype, "overwrite": overwrite}
+             "ray_workers": ray_workers, "device": device, "precision": precision, "num_threads": threads, "overwrite": overwrite}
     cfg = ScoreConfig(**{k: v for k, v in given.items() if v is not None})  # unset flags: ScoreConfig's defaults
     r = score_cohort(cohort, model, out, cfg=cfg)
     console.print(f"{r.n_participants} participants ({r.n_scored} scored, {r.n_qc_fail} failed QC, kept with the "

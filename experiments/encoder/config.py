@@ -8,9 +8,9 @@ values the default profile trains with; a profile or user file lists only what i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from experiments.common.config_io import STRICT
+from experiments.common.lightning import DistributedConfig
 from signals.encoder import EncoderConfig
 
 
@@ -42,7 +42,6 @@ class EncoderTrainerConfig:
     __pydantic_config__ = STRICT
     max_epochs: int = 25
     patience: int = 5  # early stopping on val/loss
-    accelerator: Literal["auto", "cpu", "cuda", "gpu"] = "auto"  # auto: CUDA when available
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU
     compile: bool = False  # torch.compile the network (pays off on a GPU, not on 2 CPU cores)
     fast_dev_run: bool = False
@@ -60,4 +59,5 @@ class EncoderTrainConfig:
     data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
     optim: EncoderOptimConfig = field(default_factory=EncoderOptimConfig)
     trainer: EncoderTrainerConfig = field(default_factory=EncoderTrainerConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     log_mlflow: bool = True  # params, per-epoch metrics, the best checkpoint and the export

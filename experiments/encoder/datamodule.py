@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from biobank.cohort_io import PARTICIPANTS_FILE
 from biobank.splits import SPLITS
+from experiments.common.lightning import per_device_batch, train_sampler
 from experiments.data.curves import CurveTable, load_curve_table
 from signals.errors import SpirolmInputError
 
@@ -129,13 +130,17 @@ class EncoderDataModule(L.LightningDataModule):
         return TensorDataset(torch.from_numpy(t.curves), torch.from_numpy(t.labels), torch.from_numpy(t.eids))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # A seeded generator: the shuffling order depends on the seed only (determinism test).
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.dataset(split), batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-            generator=gen, num_workers=self.num_workers, drop_last=False,
-            persistent_workers=self.num_workers > 0,
-        )
+        """Training: seeded shuffling split over the processes (:func:`train_sampler`); evaluation: every
+        process sees the whole split (metrics synced over duplicates are unchanged)."""
+        ds = self.dataset(split)
+        trainer = getattr(self, "trainer", None)
+        if shuffle:
+            sampler = train_sampler(ds, trainer, self.seed)
+            batch = per_device_batch(self.batch_size, trainer) if trainer is not None else self.batch_size
+        else:
+            sampler, batch = None, self.eval_batch_size
+        return DataLoader(ds, batch_size=batch, sampler=sampler, shuffle=False, num_workers=self.num_workers,
+                          drop_last=False, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -104,7 +104,8 @@ class EncoderModule(L.LightningModule):
     def _step(self, split: str, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         loss, logits, labels = self.model_step(batch)
         self._update_metrics(split, logits, labels)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split != "test", batch_size=labels.shape[0])
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split != "test", batch_size=labels.shape[0],
+                 sync_dist=True)
         return loss
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import yaml
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from experiments.common.config_io import to_plain
+from experiments.common.lightning import DistributedConfig, stop_unless_global_zero
 from experiments.common.tracking import flat_params, lightning_mlflow_logger
 from experiments.data.predictions import risk_column, write_predictions
 from experiments.encoder.config import EncoderTrainConfig, EncoderTrainerConfig
@@ -64,12 +65,14 @@ class TrainResult:
     seconds: float
 
 
-def _trainer_kwargs(cfg: EncoderTrainerConfig) -> dict[str, Any]:
-    cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "cuda", "gpu")
+def _trainer_kwargs(cfg: EncoderTrainerConfig, placement: DistributedConfig) -> dict[str, Any]:
+    cuda = placement.cuda
     precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
     return {
-        "accelerator": "gpu" if cuda else "cpu",
-        "devices": 1,
+        **placement.trainer_kwargs(),
+        # Batch statistics over the global batch; torch syncs batch norm on CUDA only, so on CPU each process
+        # normalises with its own share of the batch (close to, not equal to, one process: docs/encoder.md).
+        "sync_batchnorm": cuda and placement.devices * placement.num_nodes > 1,
         "precision": precision,
         # Bit-identical reruns on CPU; on GPU some cuDNN kernels have no deterministic variant.
         "deterministic": True if not cuda else "warn",
@@ -160,7 +163,7 @@ def train_encoder(
                                                monitor="val/loss", mode="min", save_top_k=1, save_last=True)
     stop = L.pytorch.callbacks.EarlyStopping(monitor="val/loss", mode="min", patience=cfg.trainer.patience)
     show = progress if progress is not None else bool(os.isatty(2))
-    trainer = L.Trainer(**_trainer_kwargs(cfg.trainer), logger=logger or False, callbacks=[ckpt, stop],
+    trainer = L.Trainer(**_trainer_kwargs(cfg.trainer, cfg.distributed), logger=logger or False, callbacks=[ckpt, stop],
                         default_root_dir=out_dir, enable_progress_bar=show, enable_model_summary=show,
                         log_every_n_steps=1, num_sanity_val_steps=0)
     config_dict = {"seed": seed, **to_plain(cfg), "model": net_cfg.to_dict()}
@@ -183,6 +186,7 @@ def train_encoder(
     metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=dm, verbose=False)[0].items()}
     if (dm.table.split == "test").any():  # type: ignore[union-attr]
         metrics.update({k: float(v) for k, v in trainer.test(module, datamodule=dm, verbose=False)[0].items()})
+    stop_unless_global_zero(trainer)  # other ranks took part in fit/validate/test; rank 0 writes
 
     model_path = save_encoder(module.net, out_dir / ARTIFACT_DIR)
     device = next(module.parameters()).device

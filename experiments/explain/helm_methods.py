@@ -39,11 +39,9 @@ import pandas as pd
 import shap
 import torch
 from captum.attr import IntegratedGradients
-from transformers import DynamicCache
 
 from llm_bridge.kv_cache import PrefixState
 from llm_bridge.model import HeLM
-from llm_bridge.prompt import text_prefixes
 from llm_bridge.readout import risk
 from llm_bridge.serialize import FIELDS
 from signals.encoder import SpiroEncoder
@@ -73,10 +71,8 @@ NO_RECORD = Modalities(record=False)
 
 
 def prefix_ids(helm: HeLM, rows: pd.DataFrame, mods: Modalities = FULL) -> list[list[int]]:
-    """Text prefixes; without the record a text variant keeps only the header (tabmlp's is constant)."""
-    if mods.record or helm.cfg.uses_tabmlp:
-        return helm.prefix_ids(rows)
-    return text_prefixes(helm.tokenizer, [""] * len(rows), helm.cfg.prompt, with_intro=False)
+    """Text prefixes of the prompts with the modalities ``mods`` keeps (:meth:`HeLM.prefix_ids`)."""
+    return helm.prefix_ids(rows, spiro=mods.spiro, record=mods.record)
 
 
 def encode_prefix_or_none(helm: HeLM, prefixes: Sequence[Sequence[int]]) -> PrefixState | None:
@@ -105,13 +101,6 @@ def score_risks(helm: HeLM, prefixes: Sequence[Sequence[int]], embedding: torch.
         state = state if state is not None else helm.encode_prefix(prefixes)
         pairs = helm.score_prefix(state, embedding, tab, traits=traits, spiro=mods.spiro, record=mods.record)
     return risk(pairs)
-
-
-def expand_state(state: PrefixState, n: int) -> PrefixState:
-    """A batch-1 prefix cache broadcast to ``n`` rows (no copy of the prefix keys/values)."""
-    data = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)) for layer in state.cache.layers]
-    return PrefixState(cache=DynamicCache(ddp_cache_data=data), attention_mask=state.attention_mask.expand(n, -1),
-                       lengths=state.lengths.expand(n))
 
 
 # ----------------------------------------------------------------------------- tabular SHAP
@@ -293,7 +282,7 @@ def curve_risk_function(helm: HeLM, encoder: SpiroEncoder, row: pd.DataFrame, tr
     def forward(curves: torch.Tensor) -> torch.Tensor:
         n = curves.shape[0]
         emb = encoder.encode(curves.to(device))
-        state = None if state1 is None else expand_state(state1, n)
+        state = None if state1 is None else state1.expand(n)
         tab_n = None if tab1 is None else tab1.expand(n, -1)
         return score_risks(helm, prefixes * n, emb, tab_n, state=state, traits=(trait,))[:, 0]
 

@@ -249,7 +249,9 @@ def modality_ablation(helm: HeLM, rows: pd.DataFrame, embeddings: np.ndarray | N
             out["risk_full"][sl] = score_risks(helm, prefixes, emb, tab, FULL, state=state).cpu().numpy()
             t1 = time.perf_counter()
             if helm.cfg.uses_spiro:
-                out["risk_no_spiro"][sl] = score_risks(helm, prefixes, emb, tab, NO_SPIRO, state=state).cpu().numpy()
+                no_spiro = prefix_ids(helm, part, NO_SPIRO)
+                state_ns = None if state is None else helm.without_spirogram(state)
+                out["risk_no_spiro"][sl] = score_risks(helm, no_spiro, emb, tab, NO_SPIRO, state=state_ns).cpu().numpy()
             t2 = time.perf_counter()
             short = prefix_ids(helm, part, NO_RECORD)
             out["risk_no_text"][sl] = score_risks(helm, short, emb, tab, NO_RECORD).cpu().numpy()

@@ -7,10 +7,11 @@ file lists only what it changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from experiments.common.config_io import STRICT
+from experiments.common.lightning import DistributedConfig
 from signals.errors import SpirolmInputError
 
 #: Comparison rows, named as in the results table.
@@ -49,12 +50,14 @@ class HeLMTrainConfig:
         use_prefix_cache: train through the no-grad text-prefix KV cache.
         kv_store_gb: memory for per-participant prefix KV across epochs (0 = recompute every epoch).
         gradient_checkpointing: recompute LLM activations in backward (full-sequence / LoRA path).
-        precision: Lightning precision; ``auto`` = bf16-mixed on a GPU, fp32 on CPU.
+        precision: the LLM's compute precision (:mod:`llm_bridge.precision`): ``auto`` = bf16 autocast
+            where bf16 is native (AVX-512 BF16 CPUs, GPUs), else fp32; training and scoring alike.
         prompt_tuning_tokens: soft-prompt length of the prompt-tuned text-only row.
         few_shot_k: in-context examples of the few-shot row (balanced cases and controls).
         score_batch_size: participants per inference forward.
         num_threads: torch CPU threads (None: the cores this process may use).
         log_mlflow: log each trained row's params, metrics and checkpoint as an MLflow run.
+        distributed: accelerator, devices, nodes and Lightning strategy of the training.
     """
 
     __pydantic_config__ = STRICT
@@ -70,12 +73,13 @@ class HeLMTrainConfig:
     use_prefix_cache: bool = True
     kv_store_gb: float = 3.0
     gradient_checkpointing: bool = False
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     prompt_tuning_tokens: int = 8
     few_shot_k: int = 4
     score_batch_size: int = 16
     num_threads: int | None = None
     log_mlflow: bool = True
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         if self.class_weight not in ("balanced", "none"):

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from biobank.splits import SPLITS
+from experiments.common.lightning import per_device_batch, train_sampler
 from experiments.data.embeddings import EMBEDDING_COLUMNS
 from experiments.data.participants import subsample
 from llm_bridge.model import HeLM
@@ -61,15 +62,18 @@ class HeLMDataset(Dataset):
         }
 
 
-def build_table(helm: HeLM, rows: pd.DataFrame, examples: str = "") -> HeLMTable:
-    """Serialize, tokenize and stack one set of participants for ``helm``."""
+def build_table(helm: HeLM, rows: pd.DataFrame, *, after_shared: bool = False) -> HeLMTable:
+    """Serialize, tokenize and stack one set of participants for ``helm``.
+
+    ``after_shared``: their prompts continue a shared block (few-shot examples) scored from its cache.
+    """
     emb = rows[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32) if helm.cfg.uses_spiro else None
     if emb is not None and not np.isfinite(emb).all():
         bad = ~np.isfinite(emb).all(axis=1)
         raise SpirolmInputError("non-finite spirogram embedding", eid=rows.loc[bad, "eid"].iloc[0], field="emb_*")
     return HeLMTable(
         eids=rows["eid"].to_numpy(dtype=np.int64),
-        prefix_ids=helm.prefix_ids(rows, examples=examples),
+        prefix_ids=helm.prefix_ids(rows, after_shared=after_shared),
         embedding=emb,
         tab=helm.tab_features(rows),
         labels=rows[list(helm.cfg.traits)].to_numpy(dtype=np.float32),
@@ -117,10 +121,15 @@ class HeLMDataModule(L.LightningDataModule):
         return torch.tensor(neg / pos, dtype=torch.float32)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Training: seeded shuffling split over the processes; evaluation: every process sees the whole
+        split (the synced AUROC over duplicates is unchanged)."""
         self.setup()
         ds = HeLMDataset(self.tables[split])
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=ds.collate, generator=gen)
+        trainer = getattr(self, "trainer", None)
+        if not shuffle:
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=ds.collate)
+        batch = per_device_batch(self.batch_size, trainer) if trainer is not None else self.batch_size
+        return DataLoader(ds, batch_size=batch, sampler=train_sampler(ds, trainer, self.seed), collate_fn=ds.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -68,15 +68,15 @@ class HeLMModule(L.LightningModule):
         """``(loss, [no, yes] logits (B, T, 2))`` of one batch."""
         full_vocab = self.helm.cfg.answer_loss == "vocab"
         if self.use_prefix_cache:
-            if train and self.store is not None:
-                state = self.store.get(self.helm.llm, batch["eid"], batch["prefix_ids"], self.helm.pad_id, self.device)
+            if self.store is not None:  # train and validation prefixes are computed once, then reused every epoch
+                state = self.store.get(self.helm.encode_prefix, batch["eid"], batch["prefix_ids"], self.device)
             else:
                 state = self.helm.encode_prefix(batch["prefix_ids"])
             out = self.helm.score_prefix(state, batch["embedding"], batch["tab"], eids=batch["eid"], full_vocab=full_vocab)
         else:
             out = self.helm.score_full(batch["prefix_ids"], batch["embedding"], batch["tab"], eids=batch["eid"],
                                        full_vocab=full_vocab)
-        loss = self.helm.loss(out, batch["labels"], self.pos_weight)
+        loss = self.helm.loss(out, batch["labels"], self.pos_weight, normalizer=self._normalizer(batch, train))
         pairs = self.helm._pairs(out) if full_vocab else out
         if self.distill_weight > 0 and self.teacher is not None and train:
             weight, bias = (t.to(pairs.device) for t in self.teacher)
@@ -86,6 +86,18 @@ class HeLMModule(L.LightningModule):
             loss = loss + self.distill_weight * distill
         return loss, pairs
 
+    def _normalizer(self, batch: dict, train: bool) -> torch.Tensor | None:
+        """Under data parallelism, the global batch's loss weight per process (None: this batch's own).
+
+        Why: each process divides by the same total, so the average of the processes' gradients is the
+        gradient one process would take on the whole batch.
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not train or world == 1:
+            return None
+        local = self.helm.loss_weights(batch["labels"].to(self.device), self.pos_weight).sum()
+        return self.all_gather(local).sum() / world
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self.model_step(batch, train=True)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["eid"]))
@@ -93,7 +105,7 @@ class HeLMModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, pairs = self.model_step(batch, train=False)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["eid"]))
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["eid"]), sync_dist=True)
         r = risk(pairs)
         for j, metric in enumerate(self.val_auroc):
             known = ~torch.isnan(batch["labels"][:, j])

@@ -15,9 +15,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 
 from experiments.common.config_io import to_plain
+from experiments.common.lightning import stop_unless_global_zero
 from experiments.common.tracking import experiment_name_for, flat_params, lightning_mlflow_logger
 from experiments.data.embeddings import EMBEDDING_COLUMNS, as_embedding_frame, attach_embeddings
 from experiments.data.participants import read_participants, subsample
@@ -95,10 +95,9 @@ def select_participants(rows: pd.DataFrame, cfg: HeLMTrainConfig, seed: int) -> 
 
 
 def _trainer(cfg: HeLMTrainConfig, out_dir: Path, logger: object) -> L.Trainer:
-    cuda = torch.cuda.is_available()
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
-    return L.Trainer(max_epochs=cfg.max_epochs, accelerator="gpu" if cuda else "cpu", devices=1,
-                     precision=precision, logger=logger or False, enable_checkpointing=False,
+    # 32-true: the HeLM itself runs the LLM under its compute precision (autocast), in training and scoring.
+    return L.Trainer(max_epochs=cfg.max_epochs, **cfg.distributed.trainer_kwargs(),
+                     precision="32-true", logger=logger or False, enable_checkpointing=False,
                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out_dir,
                      log_every_n_steps=5, enable_progress_bar=None)  # type: ignore[arg-type]
 
@@ -130,7 +129,7 @@ def train_variant(
     L.seed_everything(seed, workers=True, verbose=False)
     train_rows = participants[participants["split"] == "train"]
     scaler = TabularScaler.fit(train_rows) if helm_cfg.uses_tabmlp else None
-    helm = HeLM(llm, helm_cfg, scaler)
+    helm = HeLM(llm, helm_cfg, scaler).set_precision(cfg.precision)
     probe = None
     if helm.projector is not None and (helm_cfg.projector_init == "probe" or cfg.distill_weight > 0):
         emb = train_rows[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)
@@ -152,13 +151,14 @@ def train_variant(
         trainer.validate(module, datamodule=dm, verbose=False)
     trainer.fit(module, datamodule=dm)
     seconds = time.perf_counter() - t0
+    stop_unless_global_zero(trainer)  # other ranks took part in training and validation; rank 0 writes
     steps = max(1, int(trainer.global_step))
     if module.best_state is not None:
         helm.load_state_dict(module.best_state, strict=False)
     run_dir = out_dir / row_slug(method)
     ckpt = helm.save_checkpoint(run_dir / "helm.pt", extra={"best_epoch": module.best_epoch,
                                                             "best_val_auroc": module.best_score,
-                                                            "train": to_plain(cfg)})
+                                                            "precision": helm.precision, "train": to_plain(cfg)})
     helm.to(llm.model.device)
     scores = (score_table(helm, dm.tables["test"], cfg.score_batch_size, desc=method) if "test" in dm.tables
               else pd.DataFrame(columns=["eid", *risk_columns(helm.cfg.traits)]))

@@ -30,6 +30,7 @@ from experiments.helm.config import ROW_FEW_SHOT, TRAINED_ROWS, UNTRAINED_ROWS, 
 from experiments.helm.score import untrained_text_scores
 from experiments.helm.train import prepare_participants, select_participants, train_variant, variant_config
 from experiments.pipeline.config import HeLMStageConfig
+from llm_bridge import precision as P
 from llm_bridge.llm import LoadedLLM, ensure_llm
 from signals.errors import SpirolmInputError
 
@@ -120,7 +121,7 @@ def helm_stage_scores(
             base = variant_config(settings.model, "text", train_cfg, cohort_traits, seed)
             scores[row] = untrained_text_scores(loaded, participants, base,
                                                 few_shot_k=train_cfg.few_shot_k if row == ROW_FEW_SHOT else 0,
-                                                batch_size=train_cfg.score_batch_size)
+                                                batch_size=train_cfg.score_batch_size, precision=train_cfg.precision)
         else:
             vcfg = variant_config(settings.model, TRAINED_ROWS[row], train_cfg, cohort_traits, seed)
             scores[row] = train_variant(loaded, participants, vcfg, method=row, out_dir=out, cfg=train_cfg,
@@ -140,6 +141,7 @@ def helm_stage_scores(
     pred_path = write_predictions(out / PREDICTIONS_FILE, ordered, split="test")
     summary_path = out / SUMMARY_FILE
     summary_path.write_text(json.dumps({"settings": to_plain(settings), "seed": seed, "llm": loaded.identity.to_dict(),
+                                        "precision": P.resolve(train_cfg.precision, loaded.model.device),
                                         "traits": list(cohort_traits), "counts": counts, "seconds": seconds}, indent=1))
     return HeLMStageResult(scores, eval_eids, tuple(cohort_traits), seconds, counts, [pred_path, summary_path])
 

@@ -19,6 +19,8 @@ import torch
 from biobank.cohort_io import BLOWS_FILE, PARTICIPANTS_FILE
 from biobank.schema import RECORD_COLUMNS
 from experiments.serve.pyfunc import BLOWS_COLUMN, NUMERIC_COVARIATES, TEXT_COVARIATES
+from llm_bridge import precision as P
+from llm_bridge.llm import default_num_threads
 from signals.errors import SpirolmInputError
 
 ENGINES = ("local", "ray")
@@ -37,20 +39,23 @@ class ScoreConfig:
         ray_workers: scoring actors (default: one per 2 CPUs of the cluster, at least 1).
         ray_cpus_per_worker: CPUs (and torch threads) per actor.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        dtype: ``fp32`` or ``bf16`` (for a GPU).
-        num_threads: torch CPU threads of the local engine (None: all cores available).
+        precision: the LLM's compute precision (:mod:`llm_bridge.precision`: ``auto``, ``fp32``, ``bf16``,
+            ``int8``); ``auto`` is bf16 where bf16 is native. It changes the bytes, so the manifest records it.
+        num_threads: torch CPU threads of the local engine (None: the cores available). Thread count changes
+            the last bits of a risk, so the manifest records it. For several single-thread processes on one
+            machine use the Ray engine (benchmarks/results/cpu_speed.md compares both).
         overwrite: discard an existing result in ``out_dir`` made with other settings.
         progress: tqdm bar (None: only on a terminal).
     """
 
     chunk_size: int = 256
-    batch_size: int = 32
+    batch_size: int = 16  # fastest on 2 CPU cores (benchmarks/results/cpu_speed.md)
     engine: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
     ray_cpus_per_worker: int = 1
     device: str = "auto"
-    dtype: str = "fp32"
+    precision: str = "auto"
     num_threads: int | None = None
     overwrite: bool = False
     progress: bool | None = None
@@ -58,12 +63,23 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.batch_size < 1:
             raise SpirolmInputError("chunk_size and batch_size must be >= 1", field="chunk_size")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise SpirolmInputError("num_threads must be >= 1", field="num_threads")
         if self.engine not in ENGINES:
             raise SpirolmInputError(f"unknown engine {self.engine!r}; use local or ray", field="engine")
-        if self.dtype not in ("fp32", "bf16"):
-            raise SpirolmInputError(f"dtype must be fp32 or bf16, got {self.dtype!r}", field="dtype")
+        P.resolve(self.precision)  # refuse an unknown name before any work
         if self.device not in ("auto", "cpu", "cuda"):
             raise SpirolmInputError(f"device must be auto, cpu or cuda, got {self.device!r}", field="device")
+
+    @property
+    def resolved_threads(self) -> int:
+        """Torch threads of the local engine (``None`` resolved: the cores this process may use)."""
+        return self.num_threads if self.num_threads is not None else default_num_threads()
+
+    @property
+    def resolved_precision(self) -> str:
+        """The precision actually used (``auto`` resolved on this machine's device)."""
+        return P.resolve(self.precision, self.device_type)
 
     @property
     def device_type(self) -> str:

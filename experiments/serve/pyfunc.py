@@ -26,8 +26,8 @@ spirometry scalars and GLI z-scores for the record text) → :func:`experiments.
 QC keeps its row with NaN risks (spirogram variants) and the reason - never dropped.
 
 Runtime options go through ``mlflow.pyfunc.load_model(uri, model_config={...})`` (see
-:data:`DEFAULT_MODEL_CONFIG`): ``batch_size``, ``device`` (``auto``/``cpu``/``cuda``), ``dtype``
-(``fp32``/``bf16``; bf16 is meant for a GPU), ``num_threads``, ``progress``.
+:data:`DEFAULT_MODEL_CONFIG`): ``batch_size``, ``device`` (``auto``/``cpu``/``cuda``), ``precision``
+(:mod:`llm_bridge.precision`; ``auto`` = bf16 where native), ``num_threads``, ``progress``.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ BLOWS_COLUMN = "blows"
 #: Participant columns the record text and QC use (all optional except ``eid`` and ``blows``).
 INPUT_COLUMNS = ("eid", *RECORD_COLUMNS, BLOWS_COLUMN)
 #: Runtime options accepted in ``model_config`` (defaults).
-DEFAULT_MODEL_CONFIG: dict[str, Any] = {"batch_size": 32, "device": "auto", "dtype": "fp32", "num_threads": None,
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {"batch_size": 16, "device": "auto", "precision": "auto", "num_threads": None,
                                         "progress": None}
 TEXT_COVARIATES = tuple(c for c in RECORD_COLUMNS if c not in NUMERIC_COVARIATES)
 
@@ -171,13 +171,10 @@ class HeLMPyfunc(mlflow.pyfunc.PythonModel):
         self.device = device
         self.qc_config = qc_config_for(spec["qc_standard"])
         self.encoder = load_encoder(context.artifacts[ARTIFACT_ENCODER], map_location="cpu").to(device).eval()
-        # fp32 on CPU first: the LLM identity hash is defined on the stored weights, then cast for speed.
+        # The LLM identity hash is defined on the stored fp32 weights; the compute precision comes after.
         llm = ensure_llm(spec["llm"], cfg["num_threads"])
         self.helm = HeLM.load_checkpoint(context.artifacts[ARTIFACT_HELM], llm).to(device).eval()
-        if cfg["dtype"] == "bf16":
-            self.helm.llm.to(torch.bfloat16)
-        elif cfg["dtype"] != "fp32":
-            raise SpirolmInputError(f"dtype must be fp32 or bf16, got {cfg['dtype']!r}", field="dtype")
+        self.helm.set_precision(cfg["precision"])
         self.traits = tuple(self.helm.cfg.traits)
 
     # -- the three steps, each reusing the code a cohort import / training run uses

@@ -39,7 +39,7 @@ class ChunkScorer:
     Args:
         model_dir: local MLflow model directory (same path on every node).
         cohort_dir: cohort directory (same path on every node).
-        model_config: the pyfunc's runtime options (batch size, device, dtype, threads).
+        model_config: the pyfunc's runtime options (batch size, device, precision, threads).
     """
 
     def __init__(self, model_dir: str, cohort_dir: str, model_config: dict[str, Any]) -> None:
@@ -92,7 +92,7 @@ def score_chunks_ray(model_dir: Path, cohort_dir: Path, chunks: list[tuple[int, 
         workers = cfg.ray_workers or max(1, min(len(chunks), cluster_cpus // max(1, 2 * cfg.ray_cpus_per_worker) or 1))
         if gpus:
             workers = min(workers, max(1, int(ray.cluster_resources().get("GPU", 1))))
-        mc = model_config({"batch_size": cfg.batch_size, "device": cfg.device, "dtype": cfg.dtype,
+        mc = model_config({"batch_size": cfg.batch_size, "device": cfg.device, "precision": cfg.precision,
                            "num_threads": cfg.ray_cpus_per_worker, "progress": False})
         log.info("Ray engine: %d actor(s), %d CPU(s) each, %d GPU(s) each", workers, cfg.ray_cpus_per_worker, gpus)
         items = [{"chunk": i, "eids": [int(e) for e in eids]} for i, eids in chunks]

@@ -284,7 +284,8 @@ def _settings(fingerprint: str, model: ResolvedModel, cfg: ScoreConfig, n: int, 
     """What a shard's bytes depend on; the engine and worker count are deliberately not in it."""
     return {"input_fingerprint": fingerprint, "model_uri": model.uri, "model_version": model.version,
             "traits": list(model.traits), "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
-            "device": cfg.device_type, "dtype": cfg.dtype, "n_participants": n, "n_chunks": n_chunks}
+            "device": cfg.device_type, "precision": cfg.resolved_precision,
+            "threads": cfg.ray_cpus_per_worker if cfg.engine == "ray" else cfg.resolved_threads, "n_participants": n, "n_chunks": n_chunks}
 
 
 def _shard_name(i: int) -> str:
@@ -349,14 +350,13 @@ def _prepare_out_dir(out_dir: Path, settings: dict, overwrite: bool) -> dict:
 def _local_engine(model: ResolvedModel, cohort_dir: Path, chunks: list[tuple[int, np.ndarray]],
                   cfg: ScoreConfig) -> Iterator[tuple[int, pd.DataFrame]]:
     pyfunc = mlflow.pyfunc.load_model(str(model.local_path), model_config=model_config(
-        {"batch_size": cfg.batch_size, "device": cfg.device, "dtype": cfg.dtype, "num_threads": cfg.num_threads,
-         "progress": False}))
+        {"batch_size": cfg.batch_size, "device": cfg.device, "precision": cfg.precision,
+         "num_threads": cfg.resolved_threads, "progress": False}))
     for i, eids in chunks:
         yield i, pyfunc.predict(chunk_input(cohort_dir, eids))
 
 
-def score_cohort(source: str | Path, model: str | Path, out_dir: str | Path, *, chunk_size: int = 256,
-                 batch_size: int = 32, engine: str = "local", cfg: ScoreConfig | None = None,
+def score_cohort(source: str | Path, model: str | Path, out_dir: str | Path, *, cfg: ScoreConfig | None = None,
                  **options: Any) -> ScoreResult:
     """Score every participant of a cohort with a HeLM pyfunc model into resumable Parquet shards.
 
@@ -364,9 +364,8 @@ def score_cohort(source: str | Path, model: str | Path, out_dir: str | Path, *, 
         source: a cohort directory, or a UKB export file (imported once into ``out_dir/_cohort``).
         model: a local MLflow model directory, or an MLflow URI (``models:/name/1``, ``runs:/<id>/helm_model``).
         out_dir: result directory (see the module docstring).
-        chunk_size, batch_size, engine: see :class:`ScoreConfig`.
-        cfg: a full :class:`ScoreConfig` (then ``chunk_size``/``batch_size``/``engine``/``options`` are ignored).
-        options: other :class:`ScoreConfig` fields (``ray_address``, ``overwrite``, ``device``, ...).
+        cfg: a full :class:`ScoreConfig`, or
+        options: :class:`ScoreConfig` fields (``chunk_size``, ``batch_size``, ``engine``, ``precision``, ...).
 
     Returns:
         :class:`ScoreResult`.
@@ -376,7 +375,7 @@ def score_cohort(source: str | Path, model: str | Path, out_dir: str | Path, *, 
             another run, or a full disk (finished shards are kept; re-run to resume).
     """
     t0 = time.perf_counter()
-    cfg = cfg or ScoreConfig(chunk_size=chunk_size, batch_size=batch_size, engine=engine, **options)
+    cfg = cfg or ScoreConfig(**options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cohort_dir = resolve_source(source, out, progress=cfg.progress)
