@@ -195,16 +195,8 @@ class HeLM(nn.Module):
         self.llm = get_peft_model(self.llm, lcfg)
 
     def set_precision(self, precision: str) -> HeLM:
-        """Run the LLM in ``precision`` (:data:`llm_bridge.precision.PRECISIONS` or ``auto``).
-
-        ``int8`` swaps in a dynamic-quantised copy of the LLM (scoring only: no training, no LoRA).
-        """
-        resolved = P.resolve(precision, self.llm.device)
-        if resolved == "int8":
-            if self.uses_lora or self.training:
-                raise SpirolmInputError("int8 is for scoring a trained model (no training, no LoRA)", field="precision")
-            self.llm = P.quantized_copy(self.llm)
-        self.precision = resolved
+        """Run the LLM in ``precision`` (:data:`llm_bridge.precision.PRECISIONS` or ``auto``)."""
+        self.precision = P.resolve(precision, self.llm.device)
         return self
 
     @property

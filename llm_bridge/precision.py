@@ -3,8 +3,9 @@
 Why autocast rather than casting the weights: under ``torch.autocast`` the matmuls run in bf16 (the
 CPU's AVX-512 BF16 / a GPU's tensor cores) while weights, softmax and norms keep fp32, so the risks move
 far less than with bf16 weights for about the same speed; trainable weights stay fp32 for the optimizer.
-int8 dynamic quantisation of the linear layers is offered for scoring only: it changes the risks much
-more (see docs/llm_bridge.md and ``benchmarks/results/precision.md``), so it is never a default.
+int8 dynamic quantisation of the linear layers was measured too (:func:`quantized_copy`): faster still, but
+it scrambles the risks of a trained HeLM (``benchmarks/results/cpu_speed.md``), so it is not a precision a
+model can be run in.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from torch import nn
 
 from signals.errors import SpirolmInputError
 
-PRECISIONS = ("fp32", "bf16", "int8")
-"""``fp32``; ``bf16`` (bf16 autocast over fp32 weights); ``int8`` (dynamic int8 linears, scoring only)."""
+PRECISIONS = ("fp32", "bf16")
+"""``fp32``; ``bf16`` (bf16 autocast over fp32 weights)."""
 AUTO = "auto"
 
 
@@ -59,5 +60,5 @@ def kv_dtype(precision: str) -> torch.dtype | None:
 
 
 def quantized_copy(model: nn.Module) -> nn.Module:
-    """An int8 dynamic-quantised copy of ``model``'s linear layers (CPU inference only; the original is kept)."""
+    """An int8 dynamic-quantised copy of ``model``'s linear layers (measurement only; the original is kept)."""
     return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)

@@ -156,3 +156,26 @@ def test_ray_engine_gives_the_local_risks(parts, reference, tmp_path):
     pd.testing.assert_frame_equal(read_scores(tmp_path / "out"), reference[1])
     for a, b in zip(reference[0].shards, result.shards):
         assert filecmp.cmp(a, b, shallow=False)
+
+
+def test_precision_agrees_with_fp32_and_is_reproducible_per_precision(parts, reference, tmp_path):
+    """bf16 ranks participants as fp32 does; each precision is recorded and byte-reproducible on its own."""
+    from scipy.stats import spearmanr
+
+    from llm_bridge.precision import bf16_supported
+
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        for copy in ("a", "b"):
+            out = tmp_path / f"{prec}_{copy}"
+            score_cohort(parts.cohort, parts.model, out, chunk_size=16, batch_size=8, num_threads=1, precision=prec,
+                         progress=False)
+            runs[(prec, copy)] = out
+        assert json.loads((runs[(prec, "a")] / MANIFEST).read_text())["settings"]["precision"] == prec
+        a, b = (sorted((runs[(prec, c)] / SHARD_DIR).glob("*.parquet")) for c in ("a", "b"))
+        assert a and all(filecmp.cmp(x, y, shallow=False) for x, y in zip(a, b, strict=True))
+    auto = json.loads((reference[0].out_dir / MANIFEST).read_text())["settings"]["precision"]
+    assert auto == ("bf16" if bf16_supported() else "fp32")
+    fp32, bf16 = (read_scores(runs[(p, "a")]).dropna(subset=["risk_copd"]) for p in ("fp32", "bf16"))
+    for trait in ("asthma", "copd"):
+        assert spearmanr(fp32[f"risk_{trait}"], bf16[f"risk_{trait}"]).statistic >= 0.99

@@ -28,7 +28,7 @@ def score(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local instance).")] = None,
     ray_workers: Annotated[Optional[int], typer.Option(help="Ray scoring actors (default: CPUs / 2).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native) | fp32 | bf16 | int8.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native) | fp32 | bf16.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads of the local engine (default: the cores available).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard scores in --out made with other settings.")] = False,
 ) -> None:

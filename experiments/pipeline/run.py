@@ -309,6 +309,19 @@ def _metric_safe(method: str) -> str:
     return metric_key(method).replace("/", "_")
 
 
+def _check_one_process(cfg: RunConfig) -> None:
+    """Refuse multi-process training strategies in the main job, before any stage runs.
+
+    Why: Lightning starts the other ranks by re-running the command, and a second ``spirolm run`` would
+    rebuild the stage directories rank 0 is writing. ``spirolm train encoder`` / ``train helm`` support them.
+    """
+    for name, placement in (("encoder.distributed", cfg.encoder.distributed),
+                            ("helm.train.distributed", cfg.helm.train.distributed)):
+        if placement.devices * placement.num_nodes > 1 or placement.strategy not in ("auto", "single_device"):
+            raise SpirolmInputError("the main job trains each stage in one process; for several devices or nodes "
+                                    "train with `spirolm train encoder` / `spirolm train helm`", field=name)
+
+
 def run_main(cfg: RunConfig, out_dir: Path, *, resume: bool = False) -> RunResult:
     """Run every stage of the main job into ``out_dir``, inside one MLflow parent run.
 
@@ -318,6 +331,7 @@ def run_main(cfg: RunConfig, out_dir: Path, *, resume: bool = False) -> RunResul
         resume: continue an interrupted run: keep interrupted stages' partial work (training
             checkpoints, finished HeLM rows) and reopen the interrupted MLflow parent run.
     """
+    _check_one_process(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg, out_dir, resume)

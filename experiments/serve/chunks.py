@@ -39,8 +39,8 @@ class ScoreConfig:
         ray_workers: scoring actors (default: one per 2 CPUs of the cluster, at least 1).
         ray_cpus_per_worker: CPUs (and torch threads) per actor.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        precision: the LLM's compute precision (:mod:`llm_bridge.precision`: ``auto``, ``fp32``, ``bf16``,
-            ``int8``); ``auto`` is bf16 where bf16 is native. It changes the bytes, so the manifest records it.
+        precision: the LLM's compute precision (:mod:`llm_bridge.precision`: ``auto``, ``fp32``, ``bf16``);
+            ``auto`` is bf16 where bf16 is native. It changes the bytes, so the manifest records it.
         num_threads: torch CPU threads of the local engine (None: the cores available). Thread count changes
             the last bits of a risk, so the manifest records it. For several single-thread processes on one
             machine use the Ray engine (benchmarks/results/cpu_speed.md compares both).
