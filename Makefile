@@ -14,11 +14,11 @@ setup:
 run: setup
 	$(VENV)/bin/spirolm run --profile $(PROFILE) --out $(OUT)
 
-# Debian's Chromium for the HTML report's real-browser check (tests/test_report_html.py).
+# Debian's Chromium for the HTML report's real-browser check (tests/experiments/outputs/test_report_html.py).
 browser:
 	bash scripts/install_browser.sh
 
-# Lint and the architecture contracts (pyproject: [tool.ruff], [tool.importlinter]); tests/test_architecture.py
+# Lint and the architecture contracts (pyproject: [tool.ruff], [tool.importlinter]); tests/experiments/pipeline/test_architecture.py
 # checks the same, so a plain pytest run catches them too.
 lint: setup
 	$(VENV)/bin/ruff check .

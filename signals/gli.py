@@ -9,7 +9,7 @@ Why pyspiro (MIT): it ships the complete published 0.25-year look-up tables (3-9
 rather than our former six-node approximation. Its public API gives L, M, S only row by row (its
 vectorised ``compute()`` returns z/LLN/%pred, not M or the inverse), so :func:`_pyspiro_lms` calls its
 array twin of ``lms()`` (private, hence the narrow version range in ``pyproject.toml``);
-``tests/test_gli.py`` checks every output against the public per-row functions.
+``tests/signals/test_gli.py`` checks every output against the public per-row functions.
 
 LMS: ``z = ((y/M)**L - 1) / (L*S)``, ``value_at_z = M * (1 + L*S*z)**(1/L)``, ``LLN = value_at_z(-1.645)``.
 Ages outside the published range and NaN age/height give NaN (never an extrapolated value), or raise

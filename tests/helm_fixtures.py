@@ -20,3 +20,17 @@ def label_carrying_embeddings(cohort_dir: Path, seed: int = 0) -> pd.DataFrame:
     frame = pd.DataFrame(emb.astype(np.float32), columns=list(EMBEDDING_COLUMNS))
     frame.insert(0, "eid", p["eid"].to_numpy())
     return frame
+
+
+def records(n: int = 5, seed: int = 0) -> pd.DataFrame:
+    """``n`` plausible serializable records with labels, all in the train split."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "eid": np.arange(1000, 1000 + n),
+        "age": rng.uniform(40, 70, n), "sex": rng.choice(["male", "female"], n),
+        "height_cm": rng.normal(170, 8, n), "bmi": rng.normal(27, 4, n),
+        "smoking_status": rng.choice(["never", "previous", "current"], n), "pack_years": rng.uniform(0, 40, n),
+        "ethnicity": rng.choice(["white", "south_asian"], n), "hay_fever_eczema": rng.integers(0, 2, n),
+        "fev1_l": rng.normal(3, 0.6, n), "fev1_z": rng.normal(0, 1, n), "fvc_l": rng.normal(4, 0.7, n),
+        "split": ["train"] * n, "asthma": rng.integers(0, 2, n), "copd": rng.integers(0, 2, n),
+    })

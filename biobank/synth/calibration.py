@@ -1,6 +1,6 @@
 """How much signal the synthetic cohort puts where: oracle vs tabular-only vs scalar spirometry.
 
-Used by ``tests/test_synth.py`` and ``benchmarks/synth_calibration.py``. Tabular features are built
+Used by ``tests/biobank/test_synth.py`` and ``benchmarks/synth_calibration.py``. Tabular features are built
 from the *export* columns (what a real-data model would see after import), never from the latents;
 label codes in 6152/20002/41270/41271 are excluded so a model cannot read the answer.
 """

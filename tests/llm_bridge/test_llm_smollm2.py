@@ -11,7 +11,7 @@ import torch
 from llm_bridge.chat import chat_answer
 from llm_bridge.llm import LLMIdentity, answer_token_ids, load_llm
 from llm_bridge.model import HeLM, HeLMConfig
-from tests.test_llm_bridge import records
+from tests.helm_fixtures import records
 
 pytestmark = pytest.mark.slow
 

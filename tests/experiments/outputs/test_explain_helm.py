@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from encoder_fixtures import build_tiny_cohort
 
 from experiments.data.curves import load_curve_table
 from experiments.data.participants import read_participants
@@ -33,6 +32,7 @@ from llm_bridge.serialize import TabularScaler
 from llm_bridge.tiny import build_tiny_llm
 from signals.encoder import EncoderConfig, SpiroEncoder
 from signals.errors import SpirolmInputError
+from tests.encoder_fixtures import build_tiny_cohort
 
 torch.set_num_threads(1)
 CHANNELS = ("flow_volume", "flow_volume_norm")

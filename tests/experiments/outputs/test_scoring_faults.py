@@ -22,7 +22,7 @@ from signals.errors import SpirolmInputError
 from tests.scoring_fixtures import build_parts
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

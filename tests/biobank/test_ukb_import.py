@@ -18,7 +18,7 @@ from biobank.ukb_import import import_ukb_export
 from signals.errors import SpirolmInputError
 from signals.ukb3066 import format_3066, parse_3066
 
-DEMO_TEXT = (Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
+DEMO_TEXT = (Path(__file__).parents[1] / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
 DEMO = parse_3066(DEMO_TEXT).volume_ml
 
 

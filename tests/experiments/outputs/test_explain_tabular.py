@@ -5,7 +5,6 @@ from __future__ import annotations
 import matplotlib.figure
 import numpy as np
 import pytest
-from test_baselines import FAST, make_participants
 
 from experiments.baselines.fit import fit_baselines
 from experiments.explain.tabular_shap import (
@@ -16,6 +15,7 @@ from experiments.explain.tabular_shap import (
     readable_name,
 )
 from signals.errors import SpirolmInputError
+from tests.baseline_fixtures import FAST, make_participants
 
 
 @pytest.fixture(scope="module")

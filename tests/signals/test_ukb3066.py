@@ -11,7 +11,7 @@ import pytest
 from signals.errors import SpirolmInputError
 from signals.ukb3066 import Blow, format_3066, parse_3066
 
-DEMO_TEXT = (Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
+DEMO_TEXT = (Path(__file__).parents[1] / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
 EID, FIELD = 1234567, "3066-0.1"
 
 

@@ -22,7 +22,7 @@ from signals.errors import SpirolmInputError
 from signals.ukb3066 import parse_3066
 
 DEMO = parse_3066(
-    (Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
+    (Path(__file__).parents[1] / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
 ).volume_ml
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from encoder_fixtures import build_tiny_cohort, qc_passing_eids
 from typer.testing import CliRunner
 
 from experiments.cli.encoder import app
@@ -25,6 +24,7 @@ from experiments.encoder.train import train_encoder
 from experiments.pipeline.config import load_run_config
 from signals.encoder import EncoderConfig, SpiroEncoder
 from signals.errors import SpirolmInputError
+from tests.encoder_fixtures import build_tiny_cohort, qc_passing_eids
 
 TINY = ["model.width_multiplier=0.125", "data.batch_size=32", "trainer.threads=1"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -19,21 +18,9 @@ from llm_bridge.serialize import SerializerConfig, TabularScaler, serialize_reco
 from llm_bridge.splice import SOFT_TOKEN_ID, pad_left, splice
 from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
+from tests.helm_fixtures import records
 
 torch.set_num_threads(1)
-
-
-def records(n: int = 5, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "eid": np.arange(1000, 1000 + n),
-        "age": rng.uniform(40, 70, n), "sex": rng.choice(["male", "female"], n),
-        "height_cm": rng.normal(170, 8, n), "bmi": rng.normal(27, 4, n),
-        "smoking_status": rng.choice(["never", "previous", "current"], n), "pack_years": rng.uniform(0, 40, n),
-        "ethnicity": rng.choice(["white", "south_asian"], n), "hay_fever_eczema": rng.integers(0, 2, n),
-        "fev1_l": rng.normal(3, 0.6, n), "fev1_z": rng.normal(0, 1, n), "fvc_l": rng.normal(4, 0.7, n),
-        "split": ["train"] * n, "asthma": rng.integers(0, 2, n), "copd": rng.integers(0, 2, n),
-    })
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])

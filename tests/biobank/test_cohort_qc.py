@@ -15,7 +15,7 @@ from signals.errors import SpirolmInputError
 from signals.qc import QCConfig
 from signals.ukb3066 import parse_3066
 
-DEMO = parse_3066((Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()).volume_ml
+DEMO = parse_3066((Path(__file__).parents[1] / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()).volume_ml
 
 
 def _participants(eids) -> pd.DataFrame:

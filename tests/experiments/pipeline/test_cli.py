@@ -149,7 +149,7 @@ def test_notebooks_run_top_to_bottom_on_the_finished_run(
 
     work, _ = smoke_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    notebooks = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+    notebooks = sorted((Path(__file__).parents[3] / "notebooks").glob("*.ipynb"))
     assert notebooks
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from test_baselines import FAST, make_participants, write_cohort
 
 from experiments.baselines.mlflow_model import load_risk_model
 from experiments.common.tracking import metric_key
 from experiments.pipeline.baselines_job import train_baselines
+from tests.baseline_fixtures import FAST, make_participants, write_cohort
 
 
 def _train(tmp_path: Path, uri: str | None, **kwargs):

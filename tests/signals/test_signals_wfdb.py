@@ -13,7 +13,7 @@ from signals.ukb3066 import parse_3066
 from signals.wfdb_io import read_blows_wfdb, record_name, write_blows_wfdb
 
 DEMO = parse_3066(
-    (Path(__file__).parent / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
+    (Path(__file__).parents[1] / "fixtures" / "ukb_3066_demo_blow.txt").read_text().strip()
 ).volume_ml
 
 

@@ -13,7 +13,7 @@ from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.projector import SoftTokenProjector, fit_embedding_probe
 from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
-from tests.test_llm_bridge import records
+from tests.helm_fixtures import records
 
 torch.set_num_threads(1)
 
