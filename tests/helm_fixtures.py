@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 
 from experiments.data.embeddings import EMBEDDING_COLUMNS
+from llm_bridge.llm import LoadedLLM, load_llm
+from llm_bridge.tiny import build_tiny_llm
+from tests.encoder_fixtures import build_tiny_cohort
 
 
 def label_carrying_embeddings(cohort_dir: Path, seed: int = 0) -> pd.DataFrame:
@@ -34,3 +37,9 @@ def records(n: int = 5, seed: int = 0) -> pd.DataFrame:
         "fev1_l": rng.normal(3, 0.6, n), "fev1_z": rng.normal(0, 1, n), "fvc_l": rng.normal(4, 0.7, n),
         "split": ["train"] * n, "asthma": rng.integers(0, 2, n), "copd": rng.integers(0, 2, n),
     })
+
+
+def helm_setup(root: Path) -> tuple[Path, pd.DataFrame, LoadedLLM]:
+    """A 120-person tiny cohort, its label-carrying embeddings and a tiny llama: the HeLM tests' common ground."""
+    cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
+    return cohort, label_carrying_embeddings(cohort), load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))

@@ -22,12 +22,9 @@ from experiments.pipeline.helm_stage import (
     load_stage_scores,
     restrict_to_eids,
 )
-from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
-from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
-from tests.encoder_fixtures import build_tiny_cohort
-from tests.helm_fixtures import label_carrying_embeddings
+from tests.helm_fixtures import helm_setup
 
 torch.set_num_threads(1)
 
@@ -35,11 +32,10 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("helm_stage")
-    cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
-    frame = label_carrying_embeddings(cohort)
+    cohort, frame, llm = helm_setup(root)
     emb_path = root / "embeddings.parquet"
     frame.to_parquet(emb_path, index=False)
-    return cohort, emb_path, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32))
+    return cohort, emb_path, llm
 
 
 SMALL = HeLMStageConfig(rows=(ROW_ZERO_SHOT, ROW_TEXT_SPIRO),

@@ -12,12 +12,9 @@ from experiments.helm.config import ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT,
 from experiments.helm.train import train_helm
 from experiments.pipeline.config import HeLMStageConfig
 from experiments.pipeline.helm_stage import helm_comparison
-from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
-from llm_bridge.tiny import build_tiny_llm
 from signals.errors import SpirolmInputError
-from tests.encoder_fixtures import build_tiny_cohort
-from tests.helm_fixtures import label_carrying_embeddings
+from tests.helm_fixtures import helm_setup
 
 torch.set_num_threads(1)
 
@@ -25,9 +22,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("helm")
-    cohort = build_tiny_cohort(root / "cohort", n=120, seed=0)
-    frame = label_carrying_embeddings(cohort)
-    return cohort, frame, load_llm(build_tiny_llm(root / "llm", "llama", hidden=32)), root
+    return (*helm_setup(root), root)
 
 
 def test_train_text_spiro_learns_and_checkpoint_reloads(setup, tmp_path):
