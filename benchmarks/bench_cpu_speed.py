@@ -7,10 +7,13 @@ HeLM stage's trained text+spirogram checkpoint), on the same people every time:
    (dynamic quantisation of the linear layers; measured, not offered): participants/s and agreement with fp32 (Spearman of the risks, AUROC
    difference, largest risk difference), on a development slice of the validation split (where the
    default is decided: AUROC moves <= 0.005) and on the main job's HeLM test subsample (reported).
+   The zero-shot row (the main job's other default HeLM row) is compared the same way, on the same people,
+   and its precision decided the same way (``helm.train.untrained_precision``).
 2. **Threads x batch size** of the bf16 scoring forward (what the defaults are chosen from).
 3. **Training** through the prefix KV cache, fp32 vs bf16: the one-time prefix pass, then participants/s
    of an epoch from the KV store, and where a step's time goes (prefix, tail forward, backward).
-4. **Few-shot** scoring: every prompt carrying its examples (before) vs the examples' KV computed once.
+4. **Few-shot** scoring, in the untrained rows' precision: every prompt carrying its examples (before) vs the
+   examples' KV computed once.
 5. **Peak RSS** of training on ``--rss-train`` participants with the whole KV store in memory (a
    subprocess, so the number is that training's own).
 6. ``spirolm score`` (the pyfunc, QC and encoder included) on a 400-participant synthetic cohort, fp32
@@ -48,7 +51,7 @@ from experiments.data.participants import read_participants, subsample
 from experiments.data.predictions import risk_column
 from experiments.helm.config import ROW_TEXT_SPIRO, row_slug
 from experiments.helm.datamodule import build_table
-from experiments.helm.score import score_table
+from experiments.helm.score import score_table, untrained_text_scores
 from experiments.pipeline.helm_stage import load_stage_scores
 from experiments.serve.pyfunc import save_helm_pyfunc
 from experiments.serve.scoring import score_cohort
@@ -56,7 +59,7 @@ from llm_bridge import precision as P
 from llm_bridge.kv_cache import PrefixKVStore
 from llm_bridge.llm import configure_threads, default_num_threads, load_llm
 from llm_bridge.model import HeLM, HeLMConfig
-from llm_bridge.prompt import few_shot_block, select_few_shot
+from llm_bridge.prompt import few_shot_block, question_ids, select_few_shot
 from llm_bridge.serialize import serialize_records
 
 OUT = Path(__file__).resolve().parent / "results" / "cpu_speed"
@@ -113,6 +116,25 @@ def precision_section(llm_spec: str | None, ckpt: Path, rows: dict[str, pd.DataF
     return result
 
 
+def zero_shot_section(llm, ckpt: Path, rows: dict[str, pd.DataFrame], batch: int) -> dict:
+    """The main job's zero-shot row (untrained text prompt), fp32 vs bf16, on the same people as the trained row."""
+    cfg = HeLM.load_checkpoint(ckpt, llm).cfg
+    out: dict = {}
+    for where, df in rows.items():
+        people = df.assign(split="test")  # untrained_text_scores scores the rows it is given as "test"
+        by_prec: dict = {}
+        for prec in ("fp32", "bf16"):
+            t0 = time.perf_counter()
+            scores = untrained_text_scores(llm, people, cfg, batch_size=batch, precision=prec)
+            by_prec[prec] = {"participants_per_s": len(df) / (time.perf_counter() - t0), "scores": scores}
+            print(f"zero-shot {prec}, {where}: {by_prec[prec]['participants_per_s']:.2f}/s", flush=True)
+        by_prec["bf16"]["agreement"] = _agreement(by_prec["fp32"]["scores"], by_prec["bf16"]["scores"], df, cfg.traits)
+        for v in by_prec.values():
+            v.pop("scores")
+        out[where] = by_prec
+    return out
+
+
 def grid_section(llm, ckpt: Path, rows: pd.DataFrame) -> list[dict]:
     helm = HeLM.load_checkpoint(ckpt, llm).eval().set_precision("bf16")
     out = []
@@ -167,10 +189,10 @@ def training_section(llm, ckpt: Path, rows: pd.DataFrame, batch: int) -> dict:
     return out
 
 
-def few_shot_section(llm, run: Path, rows: pd.DataFrame, batch: int, k: int, seed: int) -> dict:
+def few_shot_section(llm, run: Path, rows: pd.DataFrame, batch: int, k: int, seed: int, precision: str) -> dict:
     p, traits = read_participants(run / "cohort")
     helm_cfg = HeLMConfig(variant="text", traits=(traits[0],), seed=seed)
-    helm = HeLM(llm, helm_cfg).eval().set_precision("bf16")
+    helm = HeLM(llm, helm_cfg).eval().set_precision(precision)
     ex = select_few_shot(p, traits[0], k, seed)
     examples = few_shot_block(serialize_records(ex, helm_cfg.serializer).tolist(), ex[traits[0]].astype(int).tolist(),
                               traits[0], helm_cfg.prompt)
@@ -188,7 +210,9 @@ def few_shot_section(llm, run: Path, rows: pd.DataFrame, batch: int, k: int, see
     col = risk_column(traits[0])
     diff = float(np.abs(after[col].to_numpy() - before[col].to_numpy()).max())
     print(f"few-shot: before {before_rate:.2f}/s, after {after_rate:.2f}/s", flush=True)
-    return {"trait": traits[0], "k": k, "shared_tokens": len(shared_ids), "before_participants_per_s": before_rate,
+    own = float(np.mean([len(ids) for ids in table.prefix_ids])) + len(helm.tail_ids(question_ids(helm.tokenizer, traits[0], helm.cfg.prompt)))
+    return {"trait": traits[0], "k": k, "precision": precision, "shared_tokens": len(shared_ids), "own_tokens": own,
+            "before_participants_per_s": before_rate,
             "after_participants_per_s": after_rate, "speedup": after_rate / before_rate, "max_abs_risk_diff": diff}
 
 
@@ -247,7 +271,16 @@ def _md(r: dict) -> str:
                              f"{a['spearman']:.4f} / {a['auroc_diff']:+.4f} / {a['max_abs_risk_diff']:.4f}")
             lines.append(f"| {prec} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"Default: **{r['default_precision']}** ({r['decision']}).", "",
+    lines += ["**zero-shot row (untrained text prompt)**: bf16 vs fp32", "", "| people | fp32 /s | bf16 /s | "
+              + " | ".join(f"{t}: Spearman / ΔAUROC / max Δrisk" for t in r["traits"]) + " |",
+              "|---|---|---|" + "---|" * len(r["traits"])]
+    for where, z in r["zero_shot"].items():
+        agree = z["bf16"]["agreement"]
+        lines.append(f"| {where} | {z['fp32']['participants_per_s']:.2f} | {z['bf16']['participants_per_s']:.2f} | "
+                     + " | ".join(f"{agree[t]['spearman']:.4f} / {agree[t]['auroc_diff']:+.4f} / "
+                                  f"{agree[t]['max_abs_risk_diff']:.4f}" for t in r["traits"]) + " |")
+    lines += ["", f"Untrained text rows' precision: **{r['untrained_precision']}** ({r['untrained_decision']}).", ""]
+    lines += [f"Trained rows' default: **{r['default_precision']}** ({r['decision']}).", "",
               "## Threads x batch size (bf16 scoring forward)", "", "| threads | batch | participants/s |", "|---|---|---|"]
     lines += [f"| {g['threads']} | {g['batch']} | {g['participants_per_s']:.2f} |" for g in r["grid"]]
     t = r["training"]
@@ -259,10 +292,13 @@ def _md(r: dict) -> str:
         lines.append(f"| {prec} | {e0['prefix']:.1f} | {e1['participants_per_s']:.2f} | {e1['prefix']:.1f} / "
                      f"{e1['tail_forward']:.1f} / {e1['backward']:.1f} | {v['kv_store_bytes'] / 2**30:.2f} |")
     f = r["few_shot"]
-    lines += ["", "## Few-shot scoring", "", f"{f['k']} examples ({f['shared_tokens']} shared tokens), trait {f['trait']}: "
+    lines += ["", "## Few-shot scoring", "", f"{f['precision']}, {f['k']} examples ({f['shared_tokens']} shared tokens), trait {f['trait']}: "
               f"examples in every prompt {f['before_participants_per_s']:.2f}/s, examples' KV once "
               f"{f['after_participants_per_s']:.2f}/s (**{f['speedup']:.1f}x**); max risk difference "
-              f"{f['max_abs_risk_diff']:.5f}.", "", "## Memory", "",
+              f"{f['max_abs_risk_diff']:.5f}. Each participant's own {f['own_tokens']:.0f} tokens (record + question) "
+              f"still run against all {f['shared_tokens']} shared keys, so the token ratio "
+              f"{(f['shared_tokens'] + f['own_tokens']) / f['own_tokens']:.1f}x bounds what reusing the examples' KV "
+              "can save in the linear layers.", "", "## Memory", "",
               f"Training one epoch on {r['rss']['participants']} participants with every prefix in the KV store: "
               f"peak RSS **{r['rss']['peak_rss_gb']:.1f} GB** (store {r['rss']['kv_store_gb']:.1f} GB) on a 24 GiB machine.",
               "", "## `spirolm score` on a 400-participant synthetic cohort", ""]
@@ -305,9 +341,14 @@ def main() -> int:
     moved = max(abs(a["auroc_diff"]) for a in val["bf16"]["agreement"].values())
     result["default_precision"] = "bf16" if moved <= 0.005 else "fp32"
     result["decision"] = f"largest |ΔAUROC| of bf16 on the validation slice {moved:.4f}; the rule is <= 0.005"
+    result["zero_shot"] = zero_shot_section(llm, ckpt, rows, args.batch)
+    moved = max(abs(a["auroc_diff"]) for a in result["zero_shot"][next(iter(rows))]["bf16"]["agreement"].values())
+    result["untrained_precision"] = "bf16" if moved <= 0.005 else "fp32"
+    result["untrained_decision"] = f"largest |ΔAUROC| of bf16 on the validation slice {moved:.4f}; the rule is <= 0.005"
     result["grid"] = grid_section(llm, ckpt, rows[next(iter(rows))].iloc[:args.grid])
     result["training"] = training_section(llm, ckpt, _rows(run, "train", args.train, args.seed), 8)
-    result["few_shot"] = few_shot_section(llm, run, rows[next(iter(rows))].iloc[:args.few_shot], args.batch, 4, args.seed)
+    result["few_shot"] = few_shot_section(llm, run, rows[next(iter(rows))].iloc[:args.few_shot], args.batch, 4, args.seed,
+                                            result["untrained_precision"])
     one_thread = max(g["participants_per_s"] for g in result["grid"] if g["threads"] == 1)
     result["estimate_500k_hours_32_ray_workers"] = 500_000 / (32 * one_thread) / 3600
     result["rss"] = rss_section(run, ckpt, args.rss_train, 8, args.seed)

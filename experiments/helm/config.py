@@ -51,7 +51,10 @@ class HeLMTrainConfig:
         kv_store_gb: memory for per-participant prefix KV across epochs (0 = recompute every epoch).
         gradient_checkpointing: recompute LLM activations in backward (full-sequence / LoRA path).
         precision: the LLM's compute precision (:mod:`llm_bridge.precision`): ``auto`` = bf16 autocast
-            where bf16 is native (AVX-512 BF16 CPUs, GPUs), else fp32; training and scoring alike.
+            where bf16 is native (AVX-512 BF16 CPUs, GPUs), else fp32; training and scoring of the trained rows.
+        untrained_precision: the same for the untrained text rows (zero- and few-shot). fp32: their risks
+            differ between participants by less than bf16 rounding, so bf16 reorders them (measured on a
+            validation slice by ``benchmarks/bench_cpu_speed.py``).
         prompt_tuning_tokens: soft-prompt length of the prompt-tuned text-only row.
         few_shot_k: in-context examples of the few-shot row (balanced cases and controls).
         score_batch_size: participants per inference forward.
@@ -74,6 +77,7 @@ class HeLMTrainConfig:
     kv_store_gb: float = 3.0
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    untrained_precision: Literal["auto", "fp32", "bf16"] = "fp32"
     prompt_tuning_tokens: int = 8
     few_shot_k: int = 4
     score_batch_size: int = 16

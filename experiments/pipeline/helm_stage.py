@@ -121,7 +121,8 @@ def helm_stage_scores(
             base = variant_config(settings.model, "text", train_cfg, cohort_traits, seed)
             scores[row] = untrained_text_scores(loaded, participants, base,
                                                 few_shot_k=train_cfg.few_shot_k if row == ROW_FEW_SHOT else 0,
-                                                batch_size=train_cfg.score_batch_size, precision=train_cfg.precision)
+                                                batch_size=train_cfg.score_batch_size,
+                                                precision=train_cfg.untrained_precision)
         else:
             vcfg = variant_config(settings.model, TRAINED_ROWS[row], train_cfg, cohort_traits, seed)
             scores[row] = train_variant(loaded, participants, vcfg, method=row, out_dir=out, cfg=train_cfg,
@@ -142,6 +143,8 @@ def helm_stage_scores(
     summary_path = out / SUMMARY_FILE
     summary_path.write_text(json.dumps({"settings": to_plain(settings), "seed": seed, "llm": loaded.identity.to_dict(),
                                         "precision": P.resolve(train_cfg.precision, loaded.model.device),
+                                        "untrained_precision": P.resolve(train_cfg.untrained_precision,
+                                                                         loaded.model.device),
                                         "traits": list(cohort_traits), "counts": counts, "seconds": seconds}, indent=1))
     return HeLMStageResult(scores, eval_eids, tuple(cohort_traits), seconds, counts, [pred_path, summary_path])
 

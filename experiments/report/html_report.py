@@ -601,6 +601,9 @@ def versions(run_dir: Path) -> list[tuple[str, str]]:
     if info and isinstance(info.get("llm"), dict):
         llm = info["llm"]
         rows.append(("LLM", f"{llm.get('name', '?')} (weights {str(llm.get('weights_hash', '?'))[:16]}…)"))
+        if "precision" in info:
+            rows.append(("LLM precision", f"trained rows {info['precision']}, untrained text rows "
+                                          f"{info.get('untrained_precision', info['precision'])}"))
     rows += [("git commit", git_commit()), ("platform", platform.platform())]
     return rows
 
