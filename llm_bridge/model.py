@@ -14,8 +14,9 @@ Two numerically identical forward paths (tested): :meth:`HeLM.score_full` splice
 prompt into one sequence (one prompt per trait); :meth:`HeLM.score_prefix` reuses a text-prefix KV
 cache for every trait and runs only soft tokens + question with gradients.
 
-Checkpoints hold only the trainable weights plus the LLM's :class:`~llm_bridge.llm.LLMIdentity`
-and are refused against a different LLM or a different hidden size.
+Checkpoints hold only the trainable weights, the per-trait risk calibrators
+(:mod:`llm_bridge.calibration`) and the LLM's :class:`~llm_bridge.llm.LLMIdentity`, and are refused
+against a different LLM or a different hidden size.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from llm_bridge import precision as P
+from llm_bridge.calibration import RiskCalibrator
 from llm_bridge.constants import DEFAULT_NUM_SOFT_TOKENS
 from llm_bridge.kv_cache import PrefixState, encode_prefix
 from llm_bridge.llm import LLMIdentity, LoadedLLM, answer_token_ids
@@ -45,6 +47,7 @@ from signals.errors import SpirolmInputError
 log = logging.getLogger(__name__)
 
 VARIANTS = ("text", "text+spiro", "tabmlp+spiro")
+PROJECTOR_INITS = ("random", "probe", "probe+features")
 CHECKPOINT_FORMAT = "spirolm-helm-v1"
 
 
@@ -61,9 +64,11 @@ class HeLMConfig:
             every question, so a token that says "yes" to COPD also says "yes" to asthma and the
             traits fight over it (docs/llm_bridge.md). Separate sets cost nothing extra: the tail is
             per trait anyway (InstructBLIP's instruction-aware query tokens are the same idea).
-        projector_init: ``random`` or ``probe`` (start the spirogram projector from a logistic
-            regression of the train split's embeddings: :meth:`SoftTokenProjector.init_from_probe`;
-            done by the trainer, which has the labels).
+        projector_init: ``random``; ``probe+features`` (start the spirogram projector from a logistic
+            regression of the train split's embeddings, with every other hidden unit reading the whole
+            embedding: :meth:`SoftTokenProjector.init_from_probe` with ``free_units``); or ``probe`` (the
+            same start as a bottleneck: one probe logit per trait and nothing else). The probe is fitted
+            by the trainer, which has the labels.
         projector: spirogram projector spec (``linear``, ``mlp<N>x_gelu``).
         embedding_dim: width of the encoder embedding (128).
         num_tab_tokens: tabular-MLP soft tokens (``tabmlp+spiro`` only).
@@ -104,9 +109,9 @@ class HeLMConfig:
                                     field="variant")
         if not self.traits:
             raise SpirolmInputError("HeLM needs at least one trait", field="traits")
-        if self.projector_init not in ("random", "probe"):
-            raise SpirolmInputError(f"projector_init must be 'random' or 'probe', got {self.projector_init!r}",
-                                    field="projector_init")
+        if self.projector_init not in PROJECTOR_INITS:
+            raise SpirolmInputError(f"projector_init must be one of {', '.join(PROJECTOR_INITS)}, got "
+                                    f"{self.projector_init!r}", field="projector_init")
         if self.answer_loss not in ("yes_no", "vocab"):
             raise SpirolmInputError(f"answer_loss must be 'yes_no' or 'vocab', got {self.answer_loss!r}",
                                     field="answer_loss")
@@ -183,6 +188,7 @@ class HeLM(nn.Module):
             self._add_lora()
         self._templates: dict[tuple[str, bool, bool], list[int]] = {}
         self.precision = "fp32"
+        self.calibration: dict[str, RiskCalibrator] = {}  # per trait, fitted on validation by the trainer
         self.assert_llm_frozen()
 
     # ------------------------------------------------------------------ construction helpers
@@ -198,6 +204,14 @@ class HeLM(nn.Module):
         """Run the LLM in ``precision`` (:data:`llm_bridge.precision.PRECISIONS` or ``auto``)."""
         self.precision = P.resolve(precision, self.llm.device)
         return self
+
+    def calibrated(self, risks: np.ndarray) -> np.ndarray:
+        """``(N, T)`` risks in :attr:`HeLMConfig.traits` order through each trait's calibrator (if any)."""
+        out = np.array(risks, dtype=float, copy=True)
+        for j, trait in enumerate(self.cfg.traits):
+            if trait in self.calibration:
+                out[:, j] = self.calibration[trait].apply(out[:, j])
+        return out
 
     @property
     def uses_lora(self) -> bool:
@@ -458,6 +472,7 @@ class HeLM(nn.Module):
             "hidden_size": self.d_model,
             "tab_scaler": self.tab_scaler.to_dict() if self.tab_scaler else None,
             "state": self.trainable_state_dict(),
+            "calibration": {t: c.to_dict() for t, c in self.calibration.items()},
             "extra": extra or {},
         }, path)
         return path
@@ -480,6 +495,7 @@ class HeLM(nn.Module):
         LLMIdentity.from_dict(ckpt["llm"]).check_matches(llm.identity, file=path)
         scaler = TabularScaler.from_dict(ckpt["tab_scaler"]) if ckpt["tab_scaler"] else None
         model = cls(llm, HeLMConfig.from_dict(ckpt["config"]), scaler)
+        model.calibration = {t: RiskCalibrator.from_dict(c) for t, c in ckpt.get("calibration", {}).items()}
         missing, unexpected = model.load_state_dict(ckpt["state"], strict=False)
         expected = set(model.trainable_state_dict())
         if unexpected or expected - set(ckpt["state"]):

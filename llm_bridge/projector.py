@@ -102,19 +102,27 @@ class SoftTokenProjector(nn.Module):
 
 
     @torch.no_grad()
-    def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor, *, per_set: bool = False) -> None:
+    def init_from_probe(self, weight: torch.Tensor, bias: torch.Tensor, *, per_set: bool = False,
+                        free_units: bool = False) -> None:
         """Start from a linear probe of the features: its logits feed the MLP, the output layer starts at zero.
 
         Why: a logistic-regression probe of the embedding already knows *what* to say, so training only
         has to learn *where* in the LLM's token space to write it. Hidden units ``2s`` and ``2s+1`` get
-        ``+probe_s`` and ``-probe_s`` (``GELU(x) - GELU(-x) = x``); every other hidden unit starts at zero
-        and, with a zero output layer, stays there (the measurements behind this are in
-        docs/llm_bridge.md). With ``per_set`` (one token set per trait) set ``s`` reads only probe ``s``'s
-        two units; a gradient hook keeps the other output weights at zero.
+        ``+probe_s`` and ``-probe_s`` (``GELU(x) - GELU(-x) = x``).
+
+        The other hidden units: with ``free_units`` they keep their random input weights, so they carry
+        the whole feature vector and, through their (zero-started, trainable) output weights, the tokens
+        can come to say more than one number per trait; the model starts as the probe and is free to
+        leave it. Without, they start at zero and, with a zero output layer, stay there: a probe
+        bottleneck (one number per trait; kept to measure against).
+
+        With ``per_set`` (one token set per trait) set ``s`` reads its own probe's two units (and the
+        free units), never another trait's probe; a gradient hook keeps the other output weights at zero.
 
         Args:
             weight: ``(S, in_dim)`` probe weights on the raw features; ``bias``: ``(S,)``.
-            per_set: block-diagonal output layer, one token set per probe.
+            per_set: block-diagonal output layer over the probe units, one token set per probe.
+            free_units: keep the non-probe hidden units live (see above).
 
         Raises:
             SpirolmInputError: the projector is not ``mlp2x_gelu``-shaped, too narrow for ``2S`` units,
@@ -129,8 +137,9 @@ class SoftTokenProjector(nn.Module):
         if weight.shape[1] != self.in_dim or 2 * n > first.out_features:
             raise SpirolmInputError(f"probe of shape {tuple(weight.shape)} does not fit a projector with input "
                                     f"{self.in_dim} and hidden width {first.out_features}", field="projector_init")
-        first.weight.zero_()
-        first.bias.zero_()
+        if not free_units:
+            first.weight.zero_()
+            first.bias.zero_()
         for j in range(n):
             first.weight[2 * j], first.bias[2 * j] = weight[j], bias[j]
             first.weight[2 * j + 1], first.bias[2 * j + 1] = -weight[j], -bias[j]
@@ -143,6 +152,8 @@ class SoftTokenProjector(nn.Module):
             mask = torch.zeros_like(last.weight)
             for j in range(n):
                 mask[j * rows:(j + 1) * rows, 2 * j:2 * j + 2] = 1.0
+            if free_units:
+                mask[:, 2 * n:] = 1.0
             # a zero gradient leaves a zero weight at zero under Adam/AdamW (the same reason the silent units stay silent)
             last.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device, grad.dtype))
 

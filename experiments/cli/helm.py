@@ -48,7 +48,7 @@ def train_helm_command(
     projector: Annotated[Optional[str], typer.Option(help="Projector spec linear | mlp<N>x_gelu [helm.model.projector].")] = None,
     lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank; >0 trains on full sequences [helm.model.lora_r].")] = None,
     tokens_per_trait: Annotated[Optional[bool], typer.Option(help="One set of soft tokens per trait [helm.model.tokens_per_trait].")] = None,
-    projector_init: Annotated[Optional[str], typer.Option(help="random | probe [helm.model.projector_init].")] = None,
+    projector_init: Annotated[Optional[str], typer.Option(help="random | probe | probe+features [helm.model.projector_init].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of every draw [seed].")] = None,
 ) -> None:
     """Train one HeLM variant (frozen LLM + projector) and print its validation AUROC and checkpoint."""

@@ -21,13 +21,16 @@ that contain one class only are skipped and counted (``n_bootstrap_skipped``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from experiments.data.predictions import risk_column, scores_frame
@@ -42,6 +45,7 @@ _BOOTSTRAP_BLOCK = 100
 # Age bands of the HeLM / UKB subgroup analyses; <40 and >=70 only appear when present.
 AGE_BAND_EDGES = (-np.inf, 40.0, 50.0, 60.0, 70.0, np.inf)
 AGE_BAND_LABELS = ("<40", "40-49", "50-59", "60-69", ">=70")
+_CAL_EPS = 1e-6  # risks are clipped before the logit so 0 and 1 stay finite
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,10 @@ class TraitMetrics:
         auroc, auroc_ci: area under the ROC curve and its bootstrap 95% CI.
         auprc, auprc_ci: average precision (sklearn's step-wise AUPRC) and its 95% CI.
         brier: Brier score of the risks (lower is better; needs calibrated risks to be meaningful).
+        calibration_slope: ``b`` of the logistic recalibration ``logit P(y) = a + b logit(risk)`` (1 is ideal;
+            below 1 the risks are too extreme).
+        calibration_intercept: calibration-in-the-large, ``a`` with the slope fixed at 1 (0 is ideal;
+            negative: the risks are too high on average).
         calibration: reliability-diagram bins: ``bin, mean_predicted, fraction_positive, count``.
         ece: expected calibration error (count-weighted |fraction_positive - mean_predicted|).
         subgroups: one row per (variable, level): ``variable, level, n, n_pos, prevalence, auroc,
@@ -86,6 +94,8 @@ class TraitMetrics:
     auprc: float
     auprc_ci: Interval
     brier: float
+    calibration_slope: float
+    calibration_intercept: float
     calibration: pd.DataFrame
     ece: float
     subgroups: pd.DataFrame
@@ -107,6 +117,8 @@ class TraitMetrics:
             "auprc_ci_lo": self.auprc_ci.low,
             "auprc_ci_hi": self.auprc_ci.high,
             "brier": self.brier,
+            "calibration_slope": self.calibration_slope,
+            "calibration_intercept": self.calibration_intercept,
             "ece": self.ece,
             "n_bootstrap_skipped": float(self.n_bootstrap_skipped),
         }
@@ -207,6 +219,22 @@ def bootstrap_auroc_auprc(
     return auroc, auprc, valid
 
 
+def resample_blocks(n: int, n_bootstrap: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of ``n`` participants, as ``(b, n)`` index blocks.
+
+    One home for the draw: the same ``(n, n_bootstrap, seed)`` gives the same resamples to every
+    method's CI and to every paired difference, which is what makes them paired.
+    """
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_bootstrap, _BOOTSTRAP_BLOCK):
+        yield rng.integers(0, n, size=(min(_BOOTSTRAP_BLOCK, n_bootstrap - start), n))
+
+
+def trait_seed(seed: int, trait_index: int) -> int:
+    """The bootstrap seed of one trait of a comparison (the same for every method)."""
+    return int(np.random.SeedSequence([seed, trait_index]).generate_state(1)[0])
+
+
 def _bootstrap_cis(
     y: np.ndarray, score: np.ndarray, n_bootstrap: int, seed: int
 ) -> tuple[Interval, Interval, int]:
@@ -214,13 +242,9 @@ def _bootstrap_cis(
     if n_bootstrap <= 0:
         nan = Interval(float("nan"), float("nan"))
         return nan, nan, 0
-    rng = np.random.default_rng(seed)
-    n = len(y)
     aurocs, auprcs = [], []
     skipped = 0
-    for start in range(0, n_bootstrap, _BOOTSTRAP_BLOCK):
-        b = min(_BOOTSTRAP_BLOCK, n_bootstrap - start)
-        idx = rng.integers(0, n, size=(b, n))
+    for idx in resample_blocks(len(y), n_bootstrap, seed):
         auroc, auprc, valid = bootstrap_auroc_auprc(y, score, idx)
         skipped += int((~valid).sum())
         aurocs.append(auroc[valid])
@@ -264,6 +288,19 @@ def reliability_bins(
             "count": counts[nonempty].astype(int),
         }
     )
+
+
+def calibration_slope_intercept(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """Calibration slope and calibration-in-the-large intercept of risks ``score`` for labels ``y``.
+
+    The slope is the coefficient of an (unpenalised) logistic regression of ``y`` on ``logit(score)``; the
+    intercept is the ``a`` that solves the score equation of ``logit P(y) = a + logit(score)`` (slope
+    fixed at 1), a one-dimensional root.
+    """
+    lp = logit(np.clip(score, _CAL_EPS, 1 - _CAL_EPS))
+    slope = float(LogisticRegression(C=1e6, max_iter=1000).fit(lp.reshape(-1, 1), y).coef_[0, 0])
+    intercept = float(brentq(lambda a: float(np.sum(y - expit(a + lp))), -30.0, 30.0))
+    return slope, intercept
 
 
 def _ece(calibration: pd.DataFrame) -> float:
@@ -387,6 +424,7 @@ def evaluate_scores(
         )
     auroc_ci, auprc_ci, skipped = _bootstrap_cis(y, score, n_bootstrap, seed)
     calibration = reliability_bins(y, score, n_bins=n_bins, strategy=calibration_strategy)
+    slope, intercept = calibration_slope_intercept(y, score)
     subgroups = (
         _subgroup_metrics(y, score, groups.loc[labelled] if isinstance(groups, pd.DataFrame) else groups,
                           n_bootstrap, seed)
@@ -403,6 +441,8 @@ def evaluate_scores(
         auprc=float(average_precision_score(y, score)),
         auprc_ci=auprc_ci,
         brier=float(brier_score_loss(y, score)),
+        calibration_slope=slope,
+        calibration_intercept=intercept,
         calibration=calibration,
         ece=_ece(calibration),
         subgroups=subgroups,
@@ -421,13 +461,16 @@ class ComparisonResult:
         methods: row order of the table (oracle first when present).
         traits: column order of the table.
         curves: ``{trait: (labels, {method: risks})}`` on the labelled participants, for the plots
-            (no participant ids).
+            and the paired differences (no participant ids).
+        n_bootstrap, seed: the bootstrap behind every CI (:func:`trait_seed` per trait).
     """
 
     metrics: dict[tuple[str, str], TraitMetrics]
     methods: list[str]
     traits: list[str]
     curves: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = field(repr=False)
+    n_bootstrap: int = 1000
+    seed: int = 0
 
     def oracle_auroc(self, trait: str) -> float:
         """The oracle's AUROC for ``trait`` (NaN when the cohort has no ``true_risk_<trait>``)."""
@@ -473,6 +516,20 @@ class ComparisonResult:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
         for method in self.methods:
             cells = [self.cell(method, t, digits) for t in self.traits]
+            lines.append("| " + " | ".join([method, *cells]) + " |")
+        return "\n".join(lines) + "\n"
+
+    def calibration_markdown(self, digits: int = 3) -> str:
+        """Rows = methods, cells = ``Brier / slope / intercept / ECE`` (ideal: low / 1 / 0 / 0)."""
+        header = ["method", *[f"{t}: Brier / slope / intercept / ECE" for t in self.traits]]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        f = f"{{:.{digits}f}}"
+        for method in self.methods:
+            cells = []
+            for t in self.traits:
+                m = self.metrics.get((method, t))
+                cells.append("-" if m is None else " / ".join(f.format(v) for v in (
+                    m.brier, m.calibration_slope, m.calibration_intercept, m.ece)))
             lines.append("| " + " | ".join([method, *cells]) + " |")
         return "\n".join(lines) + "\n"
 
@@ -582,16 +639,17 @@ def compare_methods(
         y_raw = participants[trait].reset_index(drop=True)
         labelled = y_raw.notna().to_numpy()
         per_method: dict[str, np.ndarray] = {}
-        trait_seed = int(np.random.SeedSequence([seed, t_index]).generate_state(1)[0])
+        t_seed = trait_seed(seed, t_index)
         for method, df in all_scores.items():
             if risk_column(trait) not in df.columns:
                 continue
             risk = _aligned_scores(df, method, trait, eids)
             metrics[(method, trait)] = evaluate_scores(
-                y_raw, risk, groups=groups, n_bootstrap=n_bootstrap, seed=trait_seed, n_bins=n_bins,
+                y_raw, risk, groups=groups, n_bootstrap=n_bootstrap, seed=t_seed, n_bins=n_bins,
                 ids=eids.to_numpy(), trait=trait,
             )
             per_method[method] = risk[labelled]
         curves[trait] = (pd.to_numeric(y_raw[labelled]).to_numpy(dtype=float), per_method)
     methods = list(all_scores)
-    return ComparisonResult(metrics=metrics, methods=methods, traits=list(traits), curves=curves)
+    return ComparisonResult(metrics=metrics, methods=methods, traits=list(traits), curves=curves,
+                            n_bootstrap=n_bootstrap, seed=seed)

@@ -25,7 +25,8 @@ CHANNEL_AXES = {
     "volume_time": ("time (s)", "volume (L)", lambda n: np.arange(n) / SAMPLE_RATE_HZ),
     "position": ("grid position", "position (CoordConv)", lambda n: np.linspace(0.0, 1.0, n)),
 }
-VARIANT_LABELS = {"risk_full": "full", "risk_no_spiro": "no spirogram", "risk_no_text": "no record"}
+VARIANT_LABELS = {"risk_full": "full", "risk_no_spiro": "no spirogram", "risk_no_text": "no record",
+                  "risk_shuffled_text": "other's record", "risk_other_spiro": "other's spirogram"}
 
 
 def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
@@ -36,10 +37,11 @@ def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
 
 
 def plot_ablation(ablation: pd.DataFrame, summary: pd.DataFrame, path: Path, *, dpi: int = 110) -> Path:
-    """Per trait: risk under each prompt (full / no spirogram / no record), cases and controls apart."""
+    """Per trait: risk under each prompt (full / a modality removed / taken from another participant),
+    cases and controls apart."""
     traits = list(dict.fromkeys(ablation["trait"]))
     variants = [v for v in VARIANT_LABELS if v in ablation.columns and ablation[v].notna().any()]
-    fig, axes = plt.subplots(1, len(traits), figsize=(4.2 * len(traits), 3.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(traits), figsize=(5.6 * len(traits), 3.8), squeeze=False, layout="constrained")
     for ax, trait in zip(axes[0], traits, strict=True):
         d = ablation[ablation["trait"] == trait]
         groups = [("all", d)] if d["label"].isna().all() else [("control", d[d["label"] == 0]),

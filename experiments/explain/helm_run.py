@@ -17,7 +17,8 @@ The methods themselves are in :mod:`experiments.explain.helm_methods`, the figur
 Outputs in ``out_dir`` (every figure and CSV is listed in ``index.json`` as
 ``{"title", "file", "caption", "kind": "image"|"table"}`` for the HTML report):
 
-* ``ablation.parquet`` (eid, trait, label, risk_full, risk_no_spiro, risk_no_text), ``ablation_summary.csv``
+* ``ablation.parquet`` (eid, trait, label, risk_full, risk_no_spiro, risk_no_text, risk_shuffled_text,
+  risk_other_spiro: the record or the spirogram tokens of another participant), ``ablation_summary.csv``
   (per trait: n, means, medians, mean changes, AUROC of each prompt when both classes are labelled),
   ``ablation.png``;
 * ``shap_values.csv`` (eid, trait, field, label, value text, shap, base value, risk), ``shap_bar_<trait>.png``,
@@ -84,7 +85,7 @@ IG_FILE = "curve_attributions.npz"
 IG_SUMMARY_FILE = "ig_summary.csv"
 COSTS_FILE = "costs.csv"
 MANIFEST_FILE = "index.json"
-RISK_COLUMNS = ("risk_full", "risk_no_spiro", "risk_no_text")
+RISK_COLUMNS = ("risk_full", "risk_no_spiro", "risk_no_text", "risk_shuffled_text", "risk_other_spiro")
 
 
 @dataclass(frozen=True)
@@ -224,18 +225,36 @@ def _background_pool(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- ablation
 
 
-def modality_ablation(helm: HeLM, rows: pd.DataFrame, embeddings: np.ndarray | None, *, batch_size: int = 16
-                      ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Risks of the full prompt and with each modality removed, per participant and trait.
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of ``range(n)`` with no fixed point (each participant gets someone else's part)."""
+    if n < 2:
+        return np.arange(n)
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.roll(order, 1)  # one cycle through a random order: never i -> i
+    return out
+
+
+def modality_ablation(helm: HeLM, rows: pd.DataFrame, embeddings: np.ndarray | None, *, batch_size: int = 16,
+                      seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Risks of the full prompt, with each modality removed, and with each taken from another participant.
+
+    Why both kinds: removing a modality changes the prompt's form as well as its content; giving the
+    participant someone else's record (or spirogram tokens) keeps the form and breaks only the link,
+    so a model that reads the modality loses AUROC and one that ignores it does not.
+
+    Args:
+        seed: the derangement that says whose record and spirogram each participant is given.
 
     Returns:
-        (long table ``eid, trait, label, risk_full, risk_no_spiro, risk_no_text``; seconds spent on
-        ``full``, ``no_spiro`` and ``no_text``). ``risk_no_spiro`` is NaN for the text-only variant.
+        (long table ``eid, trait, label`` + :data:`RISK_COLUMNS`; seconds spent on each prompt).
+        ``risk_no_spiro`` and ``risk_other_spiro`` are NaN for the text-only variant.
     """
     traits = helm.cfg.traits
     n = len(rows)
+    other = derangement(n, seed)
     out = {c: np.full((n, len(traits)), np.nan) for c in RISK_COLUMNS}
-    secs = dict.fromkeys(("full", "no_spiro", "no_text"), 0.0)
+    secs = dict.fromkeys(("full", "no_spiro", "no_text", "shuffled_text", "other_spiro"), 0.0)
     with torch.no_grad():
         for s in tqdm(range(0, n, batch_size), desc="ablation", unit="batch", disable=None):
             part = rows.iloc[s:s + batch_size]
@@ -248,6 +267,19 @@ def modality_ablation(helm: HeLM, rows: pd.DataFrame, embeddings: np.ndarray | N
             state = encode_prefix_or_none(helm, prefixes)
             out["risk_full"][sl] = score_risks(helm, prefixes, emb, tab, FULL, state=state).cpu().numpy()
             t1 = time.perf_counter()
+            if emb is not None:
+                swapped = torch.from_numpy(embeddings[other[sl]])
+                out["risk_other_spiro"][sl] = score_risks(helm, prefixes, swapped, tab, FULL, state=state).cpu().numpy()
+            t1b = time.perf_counter()
+            donors = rows.iloc[other[sl]]
+            donor_tab = helm.tab_features(donors)
+            out["risk_shuffled_text"][sl] = score_risks(
+                helm, prefix_ids(helm, donors, FULL), emb, None if donor_tab is None else torch.from_numpy(donor_tab),
+                FULL).cpu().numpy()
+            t1c = time.perf_counter()
+            secs["other_spiro"] += t1b - t1
+            secs["shuffled_text"] += t1c - t1b
+            t1 = t1c
             if helm.cfg.uses_spiro:
                 no_spiro = prefix_ids(helm, part, NO_SPIRO)
                 state_ns = None if state is None else helm.without_spirogram(state)
@@ -371,7 +403,7 @@ def explain_helm_run(helm_checkpoint: Path, encoder_checkpoint: Path, cohort_dir
         skipped["ablation_no_spiro"] = f"variant {helm.cfg.variant} has no spirogram tokens to remove"
 
     t0 = time.perf_counter()
-    ablation, abl_secs = modality_ablation(helm, rows, embeddings, batch_size=settings.batch_size)
+    ablation, abl_secs = modality_ablation(helm, rows, embeddings, batch_size=settings.batch_size, seed=seed)
     seconds["ablation"] = time.perf_counter() - t0
     seconds.update({f"ablation_{k}": v for k, v in abl_secs.items()})
     summary = summarize_ablation(ablation)

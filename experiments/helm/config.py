@@ -25,6 +25,15 @@ UNTRAINED_ROWS = (ROW_ZERO_SHOT, ROW_FEW_SHOT)
 TRAINED_ROWS = {ROW_PROMPT_TUNED: "text", ROW_TEXT_SPIRO: "text+spiro", ROW_TABMLP_SPIRO: "tabmlp+spiro"}
 
 
+#: Suffix of a trained row's risks before its validation-fitted calibration (reported next to it).
+UNCALIBRATED_SUFFIX = "-uncalibrated"
+
+
+def uncalibrated_row(row: str) -> str:
+    """The comparison row of ``row``'s risks before calibration."""
+    return row + UNCALIBRATED_SUFFIX
+
+
 def row_slug(row: str) -> str:
     """File-name form of a row name: ``helm:text+spiro`` -> ``helm_text_spiro``."""
     return row.replace(":", "_").replace("+", "_")
@@ -41,7 +50,8 @@ class HeLMTrainConfig:
 
     Attributes:
         max_train: training participants (seeded subsample of the train split; None = all).
-        max_val: validation participants scored after every epoch to keep the best one (None = all).
+        max_val: validation participants scored after every epoch to keep the best one, then used to fit
+            the risk calibrators (None = all).
         max_eval: test participants every row scores (seeded subsample; None = the whole test split).
         max_epochs, batch_size, lr, weight_decay: AdamW optimisation of the trainable parts.
         distill_weight: weight of distilling a logistic-regression probe of the train split's
@@ -65,7 +75,7 @@ class HeLMTrainConfig:
 
     __pydantic_config__ = STRICT
     max_train: int | None = 160
-    max_val: int | None = 64
+    max_val: int | None = 512  # enough cases (~30 COPD) to choose the epoch and fit the calibrators
     max_eval: int | None = 192
     max_epochs: int = 2
     batch_size: int = 8  # the projector is small and cost is per participant: more, noisier steps win

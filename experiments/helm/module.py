@@ -13,6 +13,7 @@ import copy
 import logging
 
 import lightning as L
+import numpy as np
 import torch
 from torchmetrics.classification import BinaryAUROC
 
@@ -39,12 +40,16 @@ class HeLMModule(L.LightningModule):
             Why: a label says only yes or no, and with 10 % cases most participants of a small
             training set say "no" to every trait; the probe's logit grades every participant on
             every trait, so each step carries far more signal about where to write in token space.
+        store: a prefix store shared with other runs on the same LLM, precision and prompt (a
+            selection sweep computes every participant's prefix once); None: a new one of
+            ``kv_store_bytes``.
     """
 
     def __init__(self, helm: HeLM, *, lr: float = 1e-3, weight_decay: float = 0.0,
                  pos_weight: torch.Tensor | None = None, use_prefix_cache: bool = True,
                  kv_store_bytes: int = 3 << 30, gradient_checkpointing: bool = False,
-                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None, distill_weight: float = 0.0) -> None:
+                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None, distill_weight: float = 0.0,
+                 store: PrefixKVStore | None = None) -> None:
         super().__init__()
         self.helm = helm
         self.lr, self.weight_decay = lr, weight_decay
@@ -56,13 +61,17 @@ class HeLMModule(L.LightningModule):
         self.use_prefix_cache = use_prefix_cache and not helm.uses_lora
         if use_prefix_cache and helm.uses_lora:
             log.info("LoRA adapts the LLM, so the text prefix is not constant: training on full sequences")
-        self.store = PrefixKVStore(kv_store_bytes) if self.use_prefix_cache and kv_store_bytes > 0 else None
+        if store is None and self.use_prefix_cache and kv_store_bytes > 0:
+            store = PrefixKVStore(kv_store_bytes)
+        self.store = store if self.use_prefix_cache else None
         if gradient_checkpointing and not self.use_prefix_cache:
             self.helm.llm.gradient_checkpointing_enable()
         self.val_auroc = torch.nn.ModuleList([BinaryAUROC() for _ in helm.cfg.traits])
         self.best_score = float("-inf")
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = -1
+        self.best_val_risks: np.ndarray | None = None  # (N_val, T) risks of the kept epoch, in table order
+        self._val_risks: list[torch.Tensor] = []
 
     def model_step(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, [no, yes] logits (B, T, 2))`` of one batch."""
@@ -107,10 +116,14 @@ class HeLMModule(L.LightningModule):
         loss, pairs = self.model_step(batch, train=False)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["eid"]), sync_dist=True)
         r = risk(pairs)
+        self._val_risks.append(r.detach().float().cpu())
         for j, metric in enumerate(self.val_auroc):
             known = ~torch.isnan(batch["labels"][:, j])
             if bool(known.any()):
                 metric.update(r[known, j], batch["labels"][known, j].long())
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_risks = []
 
     def on_validation_epoch_end(self) -> None:
         scores = []
@@ -126,6 +139,8 @@ class HeLMModule(L.LightningModule):
             initial = self.trainer.state.fn == "validate"
             self.best_score, self.best_epoch = mean, -1 if initial else int(self.current_epoch)
             self.best_state = copy.deepcopy(self.helm.trainable_state_dict())
+            # every process sees the whole (unshuffled) validation split, so these are its risks in order
+            self.best_val_risks = torch.cat(self._val_risks).numpy() if self._val_risks else None
 
     def on_train_epoch_end(self) -> None:
         if self.store is not None:

@@ -25,12 +25,13 @@ from llm_bridge.serialize import serialize_records
 
 
 def score_table(helm: HeLM, table: HeLMTable, batch_size: int = 32, desc: str = "score",
-                shared: PrefixState | None = None) -> pd.DataFrame:
+                shared: PrefixState | None = None, *, calibrated: bool = True) -> pd.DataFrame:
     """``eid`` + ``risk_<trait>`` of every participant of ``table``, in table order.
 
     Batches hold participants of similar prompt length (a stable sort by length), so little of each
     forward is spent on padding; the order depends only on the table, so results are reproducible.
     ``shared``: the cache of a block every prompt continues (few-shot examples), computed once.
+    ``calibrated``: through the model's risk calibrators (:attr:`HeLM.calibration`; none: unchanged).
     """
     ds = HeLMDataset(table)
     order = np.argsort([len(p) for p in table.prefix_ids], kind="stable")
@@ -46,6 +47,8 @@ def score_table(helm: HeLM, table: HeLMTable, batch_size: int = 32, desc: str = 
                 state = helm.encode_prefix(batch["prefix_ids"], shared=shared)
                 pairs = helm.score_prefix(state, batch["embedding"], batch["tab"], eids=batch["eid"])
             values[rows] = risk(pairs).cpu().numpy()
+    if calibrated:
+        values = helm.calibrated(values)
     return scores_frame(table.eids, {t: values[:, j] for j, t in enumerate(helm.cfg.traits)})
 
 

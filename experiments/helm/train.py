@@ -1,4 +1,5 @@
-"""Train one HeLM variant: select participants, fit through the prefix KV cache, keep the best epoch.
+"""Train one HeLM variant: select participants, fit through the prefix KV cache, keep the best epoch,
+calibrate its risks on validation.
 
 :func:`train_helm` is ``spirolm train helm``; :func:`train_variant` is what both it and the main job's
 HeLM stage call, on participants chosen by the same :func:`select_participants`, so the same settings
@@ -21,12 +22,14 @@ from experiments.common.lightning import stop_unless_global_zero
 from experiments.common.tracking import experiment_name_for, flat_params, lightning_mlflow_logger
 from experiments.data.embeddings import EMBEDDING_COLUMNS, as_embedding_frame, attach_embeddings
 from experiments.data.participants import read_participants, subsample
-from experiments.data.predictions import risk_columns
+from experiments.data.predictions import risk_columns, scores_frame
 from experiments.encoder.embed import embed_cohort
+from experiments.helm.calibrate import calibrate_frame, calibrate_on_validation
 from experiments.helm.config import HeLMTrainConfig, row_for_variant, row_slug
 from experiments.helm.datamodule import HeLMDataModule
 from experiments.helm.module import HeLMModule
 from experiments.helm.score import score_table
+from llm_bridge.kv_cache import PrefixKVStore
 from llm_bridge.llm import LoadedLLM, ensure_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.projector import fit_embedding_probe
@@ -51,6 +54,12 @@ class HeLMRun:
         seconds: wall time of training; ``seconds_per_step`` mean training step time.
         run_id: MLflow run id (None when not logged).
         kv_store: prefix store statistics ``{participants, hits, misses}``.
+        raw_scores: the test risks before calibration (``scores`` are calibrated where a calibrator
+            was fitted).
+        calibration: per trait, the calibrator fitted on validation or why none was
+            (:func:`experiments.helm.calibrate.calibrate_on_validation`).
+        val_scores: raw validation risks of the kept epoch (what the epoch and the calibrators were
+            chosen on; a selection sweep compares candidates on them).
     """
 
     method: str
@@ -62,6 +71,9 @@ class HeLMRun:
     seconds_per_step: float
     run_id: str | None
     kv_store: dict[str, int] = field(default_factory=dict)
+    raw_scores: pd.DataFrame | None = None
+    calibration: dict[str, dict] = field(default_factory=dict)
+    val_scores: pd.DataFrame | None = None
 
 
 def prepare_participants(cohort_dir: str | Path, embeddings: str | Path | pd.DataFrame | None,
@@ -112,8 +124,9 @@ def train_variant(
     cfg: HeLMTrainConfig = HeLMTrainConfig(),
     cohort_dir: Path | None = None,
     tracking_uri: str | None = None,
+    kv_store: PrefixKVStore | None = None,
 ) -> HeLMRun:
-    """Train one HeLM variant on ``participants`` (train/val splits), score the test split.
+    """Train one HeLM variant on ``participants`` (train/val splits), score the test split (if any).
 
     Args:
         llm: the frozen LLM.
@@ -124,6 +137,7 @@ def train_variant(
         cfg: training settings.
         cohort_dir: for the MLflow experiment name.
         tracking_uri: MLflow store.
+        kv_store: a prefix store shared across runs (see :class:`~experiments.helm.module.HeLMModule`).
     """
     seed = helm_cfg.seed
     L.seed_everything(seed, workers=True, verbose=False)
@@ -131,23 +145,25 @@ def train_variant(
     scaler = TabularScaler.fit(train_rows) if helm_cfg.uses_tabmlp else None
     helm = HeLM(llm, helm_cfg, scaler).set_precision(cfg.precision)
     probe = None
-    if helm.projector is not None and (helm_cfg.projector_init == "probe" or cfg.distill_weight > 0):
+    from_probe = helm_cfg.projector_init.startswith("probe")
+    if helm.projector is not None and (from_probe or cfg.distill_weight > 0):
         emb = train_rows[list(EMBEDDING_COLUMNS)].to_numpy(dtype=np.float32)
         probe = fit_embedding_probe(emb, train_rows[list(helm.cfg.traits)].to_numpy(dtype=float),
                                     balanced=cfg.class_weight == "balanced", names=helm.cfg.traits)
-        if helm_cfg.projector_init == "probe":
-            helm.projector.init_from_probe(*probe, per_set=helm.token_sets > 1)
+        if from_probe:
+            helm.projector.init_from_probe(*probe, per_set=helm.token_sets > 1,
+                                           free_units=helm_cfg.projector_init == "probe+features")
     dm = HeLMDataModule(helm, participants, batch_size=cfg.batch_size, seed=seed, max_train=cfg.max_train)
     pos_weight = dm.pos_weight() if cfg.class_weight == "balanced" else None
     module = HeLMModule(helm, lr=cfg.lr, weight_decay=cfg.weight_decay, pos_weight=pos_weight,
                         use_prefix_cache=cfg.use_prefix_cache, kv_store_bytes=cfg.kv_store_bytes,
                         gradient_checkpointing=cfg.gradient_checkpointing, teacher=probe,
-                        distill_weight=cfg.distill_weight if probe is not None else 0.0)
+                        distill_weight=cfg.distill_weight if probe is not None else 0.0, store=kv_store)
     logger = (lightning_mlflow_logger(experiment_name_for(cohort_dir), method, tracking_uri)
               if cfg.log_mlflow and cohort_dir is not None else None)
     trainer = _trainer(cfg, out_dir, logger)
     t0 = time.perf_counter()
-    if helm_cfg.projector_init == "probe":  # the initialisation is already a model: it may be the best one
+    if from_probe:  # the initialisation is already a model: it may be the best one
         trainer.validate(module, datamodule=dm, verbose=False)
     trainer.fit(module, datamodule=dm)
     seconds = time.perf_counter() - t0
@@ -155,14 +171,21 @@ def train_variant(
     steps = max(1, int(trainer.global_step))
     if module.best_state is not None:
         helm.load_state_dict(module.best_state, strict=False)
+    val = dm.tables["val"]
+    calibration = calibrate_on_validation(helm, val.labels, module.best_val_risks, seed)
+    val_scores = (scores_frame(val.eids, {t: module.best_val_risks[:, j] for j, t in enumerate(helm.cfg.traits)})
+                  if module.best_val_risks is not None else None)
     run_dir = out_dir / row_slug(method)
     ckpt = helm.save_checkpoint(run_dir / "helm.pt", extra={"best_epoch": module.best_epoch,
                                                             "best_val_auroc": module.best_score,
-                                                            "precision": helm.precision, "train": to_plain(cfg)})
+                                                            "precision": helm.precision, "train": to_plain(cfg),
+                                                            "calibration": calibration})
     helm.to(llm.model.device)
-    scores = (score_table(helm, dm.tables["test"], cfg.score_batch_size, desc=method) if "test" in dm.tables
-              else pd.DataFrame(columns=["eid", *risk_columns(helm.cfg.traits)]))
+    raw = (score_table(helm, dm.tables["test"], cfg.score_batch_size, desc=method, calibrated=False)
+           if "test" in dm.tables else pd.DataFrame(columns=["eid", *risk_columns(helm.cfg.traits)]))
+    scores = calibrate_frame(helm, raw)
     scores.to_parquet(run_dir / "scores_test.parquet", index=False)
+    raw.to_parquet(run_dir / "scores_test_uncalibrated.parquet", index=False)
     store = module.store
     stats = {"participants": len(store), "hits": store.hits, "misses": store.misses} if store else {}
     run_id = None
@@ -175,7 +198,8 @@ def train_variant(
                             "seconds_per_step": seconds / steps})
     log.info("%s trained in %.0f s (%d steps, best val AUROC %.3f at epoch %d)", method, seconds, steps,
              module.best_score, module.best_epoch)
-    return HeLMRun(method, scores, ckpt, module.best_score, module.best_epoch, seconds, seconds / steps, run_id, stats)
+    return HeLMRun(method, scores, ckpt, module.best_score, module.best_epoch, seconds, seconds / steps, run_id, stats,
+                   raw, calibration, val_scores)
 
 
 def train_helm(

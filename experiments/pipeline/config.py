@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from experiments.baselines.controls import STACKING
 from experiments.baselines.features import FEATURE_SETS
 from experiments.baselines.models import registered_models
 from experiments.common.config_io import (
@@ -92,10 +93,16 @@ class BaselinesConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The main job's comparison of every model on the test split."""
+    """The main job's comparison of every model on the test split.
+
+    ``controls``: add the stacking (record + encoder logit, fitted on validation) and probe (HeLM's
+    teacher) rows. ``focal``: rows compared with every other row by paired bootstrap AUROC differences.
+    """
 
     __pydantic_config__ = STRICT
     n_bootstrap: int = 1000
+    controls: bool = True
+    focal: tuple[str, ...] = (ROW_TEXT_SPIRO, STACKING)
 
 
 @dataclass(frozen=True)

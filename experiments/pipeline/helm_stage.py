@@ -8,7 +8,10 @@ cuts the other methods to that same subsample (:func:`restrict_to_eids`): AUROCs
 are not comparable.
 
 Outputs in ``out_dir``: ``predictions_test.parquet``, ``helm_stage.json`` (settings, participant counts,
-seconds per row) and each trained row's ``helm.pt`` / ``scores_test.parquet``.
+seconds per row, the calibrators each trained row fitted on validation) and each trained row's
+``helm.pt`` / ``scores_test.parquet``. A trained row's risks are calibrated on validation; its raw risks
+are a row of their own (:func:`~experiments.helm.config.uncalibrated_row`), so the report shows Brier
+score and calibration before and after.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 from experiments.common.config_io import to_plain
 from experiments.data.predictions import read_predictions, write_predictions
 from experiments.evaluate.harness import ComparisonResult, compare_methods
-from experiments.helm.config import ROW_FEW_SHOT, TRAINED_ROWS, UNTRAINED_ROWS, row_slug
+from experiments.helm.config import ROW_FEW_SHOT, TRAINED_ROWS, UNTRAINED_ROWS, row_slug, uncalibrated_row
 from experiments.helm.score import untrained_text_scores
 from experiments.helm.train import prepare_participants, select_participants, train_variant, variant_config
 from experiments.pipeline.config import HeLMStageConfig
@@ -50,7 +53,7 @@ class HeLMStageResult:
         traits: traits scored.
         seconds: wall seconds per row, plus ``load_llm`` and ``total``.
         counts: participants used: ``train``, ``val``, ``test``, ``test_available`` (before the cap),
-            ``excluded_no_embedding``.
+            ``excluded_no_embedding``, ``teacher_probe_train`` (what the spirogram rows' probe was fitted on).
         files: files written.
     """
 
@@ -109,6 +112,7 @@ def helm_stage_scores(
     loaded = ensure_llm(llm if llm is not None else settings.llm, train_cfg.num_threads)
     seconds["load_llm"] = time.perf_counter() - t0
     scores: dict[str, pd.DataFrame] = {}
+    calibration: dict[str, dict] = {}
     rows_dir = out / "rows"
     rows_dir.mkdir(exist_ok=True)
     for row in settings.rows:
@@ -117,6 +121,10 @@ def helm_stage_scores(
         if resume and done.exists():  # finished before an interruption
             scores[row] = pd.read_parquet(done)
             log.info("HeLM stage: %s reused from the interrupted run", row)
+            if row in TRAINED_ROWS:
+                raw_done = rows_dir / f"{row_slug(uncalibrated_row(row))}.parquet"
+                scores[uncalibrated_row(row)] = pd.read_parquet(raw_done)
+                calibration[row] = json.loads(raw_done.with_suffix(".json").read_text())
         elif row in UNTRAINED_ROWS:
             base = variant_config(settings.model, "text", train_cfg, cohort_traits, seed)
             scores[row] = untrained_text_scores(loaded, participants, base,
@@ -125,19 +133,24 @@ def helm_stage_scores(
                                                 precision=train_cfg.untrained_precision)
         else:
             vcfg = variant_config(settings.model, TRAINED_ROWS[row], train_cfg, cohort_traits, seed)
-            scores[row] = train_variant(loaded, participants, vcfg, method=row, out_dir=out, cfg=train_cfg,
-                                        cohort_dir=Path(cohort_dir), tracking_uri=tracking_uri).scores
+            trained = train_variant(loaded, participants, vcfg, method=row, out_dir=out, cfg=train_cfg,
+                                    cohort_dir=Path(cohort_dir), tracking_uri=tracking_uri)
+            scores[row], calibration[row] = trained.scores, trained.calibration
+            raw_done = rows_dir / f"{row_slug(uncalibrated_row(row))}.parquet"
+            scores[uncalibrated_row(row)] = trained.raw_scores
+            _atomic_parquet(trained.raw_scores, raw_done)
+            raw_done.with_suffix(".json").write_text(json.dumps(trained.calibration))
         seconds[row] = time.perf_counter() - t0
         _check_scored(scores[row], row, eval_eids)
-        tmp = done.with_suffix(".tmp")
-        scores[row].to_parquet(tmp, index=False)
-        tmp.replace(done)  # atomic: a kill never leaves a half-written row file to be "resumed"
+        _atomic_parquet(scores[row], done)  # written last: its presence means the row is finished
         log.info("HeLM stage: %s on %d test participants in %.0f s", row, len(eval_eids), seconds[row])
     seconds["total"] = time.perf_counter() - t_start
     n_train = int((participants["split"] == "train").sum())
     counts = {"train": min(n_train, train_cfg.max_train) if train_cfg.max_train is not None else n_train,
               "val": int((participants["split"] == "val").sum()), "test": len(eval_eids),
-              "test_available": int((rows["split"] == "test").sum()), "excluded_no_embedding": int(excluded)}
+              "test_available": int((rows["split"] == "test").sum()), "excluded_no_embedding": int(excluded),
+              # the spirogram rows' teacher probe (initialisation / distillation) sees the whole train split
+              "teacher_probe_train": n_train if needs_spiro else 0}
     ordered = {m: df.set_index("eid").reindex(eval_eids).reset_index() for m, df in scores.items()}
     pred_path = write_predictions(out / PREDICTIONS_FILE, ordered, split="test")
     summary_path = out / SUMMARY_FILE
@@ -145,8 +158,16 @@ def helm_stage_scores(
                                         "precision": P.resolve(train_cfg.precision, loaded.model.device),
                                         "untrained_precision": P.resolve(train_cfg.untrained_precision,
                                                                          loaded.model.device),
-                                        "traits": list(cohort_traits), "counts": counts, "seconds": seconds}, indent=1))
+                                        "traits": list(cohort_traits), "counts": counts, "seconds": seconds,
+                                        "calibration": calibration}, indent=1))
     return HeLMStageResult(scores, eval_eids, tuple(cohort_traits), seconds, counts, [pred_path, summary_path])
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    """A kill never leaves a half-written row file to be "resumed"."""
+    tmp = path.with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
 
 
 def _check_scored(df: pd.DataFrame, row: str, eids: np.ndarray) -> None:

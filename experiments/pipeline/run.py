@@ -26,18 +26,24 @@ import yaml
 from biobank.build import build_synthetic_cohort, import_export
 from biobank.cohort_io import Cohort, read_cohort, usable
 from biobank.describe import CohortDescription, describe_cohort
+from experiments.baselines.controls import PROBE, STACKING, probe_scores, stacking_scores
 from experiments.common.tracking import job_parent_run, metric_key
-from experiments.data.predictions import read_predictions
+from experiments.data.embeddings import load_embeddings
+from experiments.data.participants import read_participants
+from experiments.data.predictions import read_predictions, write_predictions
 from experiments.encoder.embed import embed_cohort
+from experiments.encoder.train import METHOD as ENCODER_ROW
 from experiments.encoder.train import PREDICTIONS_FILE as ENCODER_PREDICTIONS
 from experiments.encoder.train import train_encoder
-from experiments.evaluate.harness import compare_methods
+from experiments.evaluate.harness import ORACLE, compare_methods
+from experiments.evaluate.paired import DIFFERENCES_FILE, differences_markdown, paired_differences
 from experiments.evaluate.plots import plot_comparison
 from experiments.explain.helm_run import explain_helm_run
 from experiments.explain.tabular_shap import shap_folder_name
-from experiments.helm.config import ROW_TEXT_SPIRO, row_slug
+from experiments.helm.config import ROW_TEXT_SPIRO, UNCALIBRATED_SUFFIX, row_slug
 from experiments.pipeline.baselines_job import train_baselines
 from experiments.pipeline.config import RunConfig
+from experiments.pipeline.helm_stage import SUMMARY_FILE as HELM_SUMMARY_FILE
 from experiments.pipeline.helm_stage import helm_stage_scores, load_stage_scores, restrict_to_eids
 from experiments.pipeline.stages import file_fingerprint, is_cached, run_stage, stage_key, stage_seconds, stamp_key
 from experiments.report.browser_check import screenshot_html
@@ -52,8 +58,10 @@ log = logging.getLogger(__name__)
 COHORT_STAGE_VERSION = 2  # 2: GLI z-scores from pyspiro (GLI Global 2022 by default), implausible blows rejected
 ENCODER_STAGE_VERSION = 2  # 2: predictions in the shared prediction-table schema
 BASELINES_STAGE_VERSION = 3  # 3: predictions in the shared prediction-table schema
-HELM_STAGE_VERSION = 2  # 2: predictions in the shared prediction-table schema
+HELM_STAGE_VERSION = 3  # 2: predictions in the shared prediction-table schema; 3: calibrated + uncalibrated rows
 EXPLAIN_STAGE_VERSION = 1
+CONTROLS_STAGE_VERSION = 1
+CONTROLS_PREDICTIONS = "predictions_test.parquet"
 EMBEDDINGS_FILE = "embeddings.parquet"
 STAGES_FILE = "stages.json"
 MLFLOW_RUN_FILE = "mlflow_run.json"
@@ -170,17 +178,56 @@ def helm_stage(ctx: RunContext, cohort_dir: Path, encoder_dir: Path) -> Path:
     return ctx.stage("helm", key, build)
 
 
-def _method_scores(baselines_dir: Path | None, encoder_dir: Path | None,
-                   helm_dir: Path | None) -> dict[str, pd.DataFrame]:
+def controls_stage(ctx: RunContext, cohort_dir: Path, encoder_dir: Path) -> Path:
+    """The stacking and probe reference rows (:mod:`experiments.baselines.controls`), with their training sizes."""
+    cfg = ctx.cfg
+    balanced = cfg.helm.train.class_weight == "balanced"
+    key = stage_key(CONTROLS_STAGE_VERSION, stamp_key(cohort_dir), stamp_key(encoder_dir), cfg.seed,
+                    cfg.to_dict()["traits"], balanced)
+
+    def build(tmp: Path) -> None:
+        participants, traits = read_participants(cohort_dir, cfg.traits)
+        encoder = read_predictions(encoder_dir / ENCODER_PREDICTIONS)[ENCODER_ROW]
+        stacking = stacking_scores(participants, encoder, traits, cfg.seed)
+        probe = probe_scores(participants, load_embeddings(encoder_dir / EMBEDDINGS_FILE), traits, balanced=balanced)
+        write_predictions(tmp / CONTROLS_PREDICTIONS, {STACKING: stacking.scores, PROBE: probe.scores}, split="test")
+        (tmp / "controls.json").write_text(json.dumps({
+            STACKING: {"fitted_on": "val", "participants": stacking.fitted_on},
+            PROBE: {"fitted_on": "train", "participants": probe.fitted_on, "class_weight_balanced": balanced},
+        }, indent=1))
+
+    return ctx.stage("controls", key, build)
+
+
+def _method_scores(baselines_dir: Path | None, encoder_dir: Path | None, helm_dir: Path | None,
+                   controls_dir: Path | None = None) -> dict[str, pd.DataFrame]:
     """Collect every model's test-split risks as ``{method: eid + risk_<trait>}``."""
     methods: dict[str, pd.DataFrame] = {}
     if baselines_dir is not None:
         methods.update(load_stage_scores(baselines_dir))
     if encoder_dir is not None:
         methods.update(read_predictions(encoder_dir / ENCODER_PREDICTIONS, split="test"))
+    if controls_dir is not None:
+        methods.update(read_predictions(controls_dir / CONTROLS_PREDICTIONS, split="test"))
     if helm_dir is not None:
         methods.update(load_stage_scores(helm_dir))
     return methods
+
+
+def _training_sizes(helm_dir: Path | None, controls_dir: Path | None) -> str:
+    """One sentence with who fitted the HeLM rows and the controls (every training size is stated)."""
+    parts = []
+    if helm_dir is not None and (helm_dir / HELM_SUMMARY_FILE).exists():
+        c = json.loads((helm_dir / HELM_SUMMARY_FILE).read_text())["counts"]
+        parts.append(f"trained HeLM rows fitted on {c['train']:,} training participants, their best epoch and "
+                     f"risk calibrators chosen on {c['val']:,} validation participants"
+                     + (f", their teacher probe fitted on {c['teacher_probe_train']:,} training participants"
+                        if c.get("teacher_probe_train") else ""))
+    if controls_dir is not None and (controls_dir / "controls.json").exists():
+        c = json.loads((controls_dir / "controls.json").read_text())
+        parts.append(f"{STACKING} fitted on {max(c[STACKING]['participants'].values()):,} validation participants, "
+                     f"{PROBE} on {max(c[PROBE]['participants'].values()):,} training participants")
+    return ("Training sizes: " + "; ".join(parts) + ". ") if parts else ""
 
 
 def evaluation_stage(ctx: RunContext, name: str, cohort: Cohort, deps: dict[str, Path | None],
@@ -200,7 +247,8 @@ def evaluation_stage(ctx: RunContext, name: str, cohort: Cohort, deps: dict[str,
         p = cohort.participants
         test = p[p["split"] == "test"]
         compared = test[usable(test)].reset_index(drop=True)
-        methods = _method_scores(present.get("baselines"), present.get("encoder"), present.get("helm"))
+        methods = _method_scores(present.get("baselines"), present.get("encoder"), present.get("helm"),
+                                 present.get("controls"))
         methods = {m: s[s["eid"].isin(compared["eid"])].reset_index(drop=True) for m, s in methods.items()}
         note = (f"Test split: {len(test):,} participants; compared on the {len(compared):,} with a QC-passing spirogram "
                 f"({len(test) - len(compared):,} QC failures left out, listed in the cohort's qc_exclusions.csv). ")
@@ -213,8 +261,19 @@ def evaluation_stage(ctx: RunContext, name: str, cohort: Cohort, deps: dict[str,
         result = compare_methods(compared, methods, traits, n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.seed)
         result.save_tables(tmp)
         plot_comparison(result, tmp / "plots")
+        against = [m for m in result.methods if m != ORACLE and not m.endswith(UNCALIBRATED_SUFFIX)]
+        diffs = paired_differences(result, cfg.evaluation.focal, against)
+        diffs.to_csv(tmp / DIFFERENCES_FILE, index=False)
+        note += _training_sizes(present.get("helm"), present.get("controls"))
         note += "Cells: AUROC [95% CI] / AUPRC [95% CI], bootstrap, seeded."
-        (tmp / "comparison.md").write_text(note + "\n\n" + result.to_markdown() + "\n")
+        text = note + "\n\n" + result.to_markdown() + "\n"
+        if not diffs.empty:
+            text += "\n" + differences_markdown(diffs) + "\n"
+        text += ("\nCalibration on the same people (Brier score; calibration slope, ideal 1; calibration-in-the-"
+                 "large intercept, ideal 0; ECE; reliability diagrams in plots/). Trained HeLM rows are calibrated "
+                 f"on validation; `*{UNCALIBRATED_SUFFIX}` rows are their risks before.\n\n"
+                 + result.calibration_markdown())
+        (tmp / "comparison.md").write_text(text)
 
     return ctx.stage(name, key, build)
 
@@ -381,15 +440,19 @@ def _run_stages(ctx: RunContext) -> dict:
             raise SpirolmInputError("the HeLM stage needs the encoder's embeddings: enable the encoder or "
                                     "set helm.enabled: false", field="helm.enabled")
         helm_dir = helm_stage(ctx, cohort_dir, encoder_dir)
+    controls_dir = (controls_stage(ctx, cohort_dir, encoder_dir)
+                    if encoder_dir is not None and cfg.evaluation.controls else None)
     eval_dir = None
     if encoder_dir is not None or baselines_dir is not None:
-        eval_dir = evaluation_stage(ctx, "evaluation", cohort, {"encoder": encoder_dir, "baselines": baselines_dir})
+        eval_dir = evaluation_stage(ctx, "evaluation", cohort, {"encoder": encoder_dir, "baselines": baselines_dir,
+                                                               "controls": controls_dir})
         comparison = (eval_dir / "comparison.md").read_text()
         (report / "comparison.md").write_text(comparison)
         summary += "\n\n## Model comparison (test split)\n\n" + comparison
     if helm_dir is not None:
         helm_eval = evaluation_stage(ctx, "evaluation_helm", cohort,
-                                     {"encoder": encoder_dir, "baselines": baselines_dir, "helm": helm_dir},
+                                     {"encoder": encoder_dir, "baselines": baselines_dir, "helm": helm_dir,
+                                      "controls": controls_dir},
                                      restrict_to=helm_dir)
         comparison = (helm_eval / "comparison.md").read_text()
         (report / "comparison_helm.md").write_text(comparison)

@@ -377,7 +377,11 @@ def evaluation_section(eval_dir: Path, title: str) -> tuple[Section, Section]:
     results = eval_dir / "results.csv"
     if not results.exists():
         return Section(present=False, title=title), Section(present=False, title=title)
-    table = comparison_table(results)
+    tables = [comparison_table(results)]
+    diffs = eval_dir / "differences.csv"
+    if diffs.exists() and not _read_csv(diffs).empty:
+        tables.append(differences_table(diffs))
+    tables.append(calibration_table(results))
     note = _note_from_markdown(eval_dir / "comparison.md")
     note = (note + " " if note else "") + (
         "Bold: best AUROC / AUPRC of each trait apart from the oracle (true risk, the ceiling on these labels). "
@@ -385,7 +389,39 @@ def evaluation_section(eval_dir: Path, title: str) -> tuple[Section, Section]:
     traits = list(dict.fromkeys(_read_csv(results)["trait"].astype(str)))
     figs = _plots(eval_dir / "plots", traits)
     plots = Section(present=bool(figs), title=title, figures=figs)
-    return Section(present=True, title=title, note=note, tables=[table]), plots
+    return Section(present=True, title=title, note=note, tables=tables), plots
+
+
+def differences_table(differences_csv: Path) -> Table:
+    """Paired bootstrap AUROC differences (focal row minus each other row, same participants)."""
+    df = _read_csv(differences_csv)
+    traits = list(dict.fromkeys(df["trait"].astype(str)))
+    rows = []
+    for (focal, other), block in df.groupby(["focal", "other"], sort=False):
+        cell = {str(r.trait): f"{r.auroc_diff:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in block.itertuples()}
+        rows.append([str(focal), str(other), *[cell.get(t, "—") for t in traits]])
+    return Table(["row", "minus", *[f"{t}: ΔAUROC [95% CI]" for t in traits]], rows, numeric_from=2,
+                 note="Paired bootstrap differences of AUROC on the same participants and resamples: a CI that "
+                      "excludes 0 is a resolved difference.")
+
+
+def calibration_table(results_csv: Path) -> Table:
+    """Brier score, calibration slope / intercept and ECE of every row (trained HeLM rows before and after)."""
+    df = _read_csv(results_csv)
+    traits = list(dict.fromkeys(df["trait"].astype(str)))
+    by = {(str(r.method), str(r.trait)): r for r in df.itertuples(index=False)}
+    rows = []
+    for m in order_methods(df["method"].astype(str)):
+        row = [m]
+        for t in traits:
+            r = by.get((m, t))
+            row.append("—" if r is None else " / ".join(
+                fmt_num(getattr(r, c, float("nan"))) for c in ("brier", "calibration_slope", "calibration_intercept",
+                                                             "ece")))
+        rows.append(row)
+    return Table(["method", *[f"{t}: Brier / slope / intercept / ECE" for t in traits]], rows, collapsed=True,
+                 note="Calibration on the same people (ideal: low / 1 / 0 / 0). Trained HeLM rows are calibrated on "
+                      "validation; their '-uncalibrated' rows are the risks before.")
 
 
 # ----------------------------------------------------------------------------- HeLM stage

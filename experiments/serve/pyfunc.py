@@ -18,7 +18,8 @@ Input (one ``pandas.DataFrame``, one row per participant; see :data:`INPUT_COLUM
   series (integers, mL every 10 ms, index 0 = time 0: the ``volume_ml`` of ``blows.parquet``) or a
   raw UK Biobank field-3066 string. ``None`` / empty = no blows.
 
-Output: ``eid``, ``risk_<trait>`` (float64, P(yes)/(P(yes)+P(no))) per trait, ``qc_status``
+Output: ``eid``, ``risk_<trait>`` (float64, P(yes)/(P(yes)+P(no)) through the trait's validation-fitted
+calibrator when the checkpoint has one) per trait, ``qc_status``
 (``pass``/``warn``/``fail``) and ``qc_reason``, row-aligned with the input. Each participant goes
 through the *same* code as a cohort import: :func:`biobank.cohort_qc.run_qc` (ATS/ERS QC, best blow,
 spirometry scalars and GLI z-scores for the record text) → :func:`experiments.data.curves.build_curves`
@@ -253,7 +254,8 @@ def _check_parts(encoder_checkpoint: Path, helm_checkpoint: Path, llm: str | Non
     if helm.cfg.uses_spiro and encoder.cfg.embedding_dim != helm.cfg.embedding_dim:
         raise SpirolmInputError(f"encoder writes {encoder.cfg.embedding_dim}-d embeddings but the HeLM projector "
                                 f"reads {helm.cfg.embedding_dim}-d", file=encoder_checkpoint, field="embedding_dim")
-    return {"traits": list(helm.cfg.traits), "variant": helm.cfg.variant, "llm_identity": helm.identity.to_dict()}
+    return {"traits": list(helm.cfg.traits), "variant": helm.cfg.variant, "llm_identity": helm.identity.to_dict(),
+            "calibration": {t: c.method for t, c in helm.calibration.items()}}
 
 
 def model_signature(traits: tuple[str, ...]) -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy.special import expit, logit
 
+from llm_bridge.calibration import RiskCalibrator
 from llm_bridge.llm import load_llm
 from llm_bridge.model import HeLM, HeLMConfig
 from llm_bridge.tiny import build_tiny_llm
@@ -136,3 +139,15 @@ def test_random_llama_presets_build_frozen_sdpa_llamas_that_helm_scores():
     assert out.shape == (3, 2, 2) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="preset"):
         random_llama("70b")
+
+
+def test_checkpoint_carries_the_calibrators(llama, tmp_path):
+    model = HeLM(llama, HeLMConfig(variant="text", soft_prompt_tokens=2, traits=("asthma", "copd")))
+    model.calibration = {"copd": RiskCalibrator("platt", {"slope": 1.0, "intercept": -2.0}, 100)}
+    loaded = HeLM.load_checkpoint(model.save_checkpoint(tmp_path / "helm.pt"), llama)
+    assert loaded.calibration == model.calibration
+    risks = np.array([[0.5, 0.5], [0.9, 0.9]])
+    out = loaded.calibrated(risks)
+    np.testing.assert_array_equal(out[:, 0], risks[:, 0])  # asthma has no calibrator: unchanged
+    np.testing.assert_allclose(out[:, 1], expit(logit(risks[:, 1]) - 2.0))
+    assert risks[1, 1] == 0.9  # the input is not modified

@@ -96,6 +96,35 @@ def test_per_set_probe_init_lets_each_token_set_read_only_its_own_probe():
         SoftTokenProjector(8, 16, 3, "mlp2x_gelu").init_from_probe(w, b, per_set=True)
 
 
+def test_probe_init_with_free_units_starts_as_the_probe_and_learns_more_than_one_number():
+    """``free_units``: the model starts exactly where the bottleneck does (zero output layer), but the
+    non-probe hidden units read the whole feature vector and their output weights train, so each token
+    set can come to depend on directions of the input that its probe does not see."""
+    proj = SoftTokenProjector(8, 16, 4, "mlp2x_gelu", target_norm=1.0, hidden=32)  # 2 sets of 2 tokens
+    w, b = torch.randn(2, 8), torch.randn(2)
+    proj.init_from_probe(w, b, per_set=True, free_units=True)
+    x = torch.randn(6, 8)
+    h = proj.mlp[1](proj.mlp[0](x))
+    torch.testing.assert_close(h[:, 0:4:2] - h[:, 1:4:2], x @ w.T + b)  # the probe logits still pass through
+    assert h[:, 4:].abs().sum() > 0  # the free units are live
+    tokens = proj(x)
+    torch.testing.assert_close(tokens, tokens[:1].expand_as(tokens))  # zero output layer: starts constant
+    opt = torch.optim.AdamW(proj.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        proj(x).pow(3).sum().backward()
+        opt.step()
+    out = proj.mlp[2].weight.view(2, 2 * 16, -1)  # (set, rows of the set, hidden)
+    assert torch.all(out[0, :, 2:4] == 0) and torch.all(out[1, :, :2] == 0)  # never another trait's probe
+    assert out[0, :, 4:].abs().sum() > 0 and out[1, :, 4:].abs().sum() > 0  # both sets read the free units
+    # a direction neither probe sees now moves both token sets
+    v = torch.randn(8)
+    v = v - w.T @ torch.linalg.lstsq(w.T, v.unsqueeze(1)).solution.squeeze(1)
+    with torch.no_grad():
+        assert not torch.allclose(proj(x)[:, 2:], proj(x + 3 * v)[:, 2:])
+        assert not torch.allclose(proj(x)[:, :2], proj(x + 3 * v)[:, :2])
+
+
 def test_fit_embedding_probe_ranks_cases_and_refuses_one_class():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6)) * 3 + 5

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from experiments.evaluate.harness import ORACLE
-from experiments.helm.config import ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig
+from experiments.helm.calibrate import calibrate_frame
+from experiments.helm.config import ROW_FEW_SHOT, ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig, uncalibrated_row
 from experiments.helm.train import train_helm
 from experiments.pipeline.config import HeLMStageConfig
 from experiments.pipeline.helm_stage import helm_comparison
@@ -39,6 +40,15 @@ def test_train_text_spiro_learns_and_checkpoint_reloads(setup, tmp_path):
     assert run.kv_store["participants"] > 0 and run.kv_store["hits"] > 0  # prefixes reused across epochs
     helm = HeLM.load_checkpoint(run.checkpoint, llm)
     assert helm.cfg.variant == "text+spiro"
+    # calibrated on validation where it has enough cases, the reason recorded where it does not
+    assert set(run.calibration) == {"asthma", "copd"}
+    for trait, info in run.calibration.items():
+        assert ("skipped" in info) != (trait in helm.calibration)
+        if trait in helm.calibration:
+            assert info["method"] in ("platt", "isotonic") and info["fitted_on"] > 0
+    assert helm.calibration, "the tiny cohort's validation split has enough cases for at least one trait"
+    pd.testing.assert_frame_equal(run.scores, calibrate_frame(helm, run.raw_scores))
+    assert not np.allclose(run.scores[["risk_asthma", "risk_copd"]], run.raw_scores[["risk_asthma", "risk_copd"]])
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -56,6 +66,7 @@ def test_comparison_rows_share_participants_and_oracle(setup, tmp_path):
     table = comparison.to_frame()
     assert {ORACLE, ROW_ZERO_SHOT, ROW_FEW_SHOT, ROW_TEXT_SPIRO} <= set(table["method"])
     assert table.groupby("trait")["n"].nunique().eq(1).all()  # same participants in every row
+    assert uncalibrated_row(ROW_TEXT_SPIRO) in set(table["method"])  # risks before calibration, side by side
     assert (tmp_path / "helm_results.md").exists()
 
 

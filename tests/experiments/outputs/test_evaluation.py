@@ -98,6 +98,24 @@ def test_calibration_bins_and_ece():
     assert good.ece < 0.03 < bad.ece
 
 
+def test_calibration_slope_and_intercept():
+    """True risks are calibrated (slope 1, intercept 0); a +1 logit shift moves only the intercept; doubling
+    the logit spread halves the slope."""
+    rng = np.random.default_rng(3)
+    lp = rng.normal(-1.5, 1.0, 40_000)
+    y = (rng.random(lp.size) < 1 / (1 + np.exp(-lp))).astype(float)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    true = evaluate_scores(y, sig(lp), n_bootstrap=0)
+    assert true.calibration_slope == pytest.approx(1.0, abs=0.05)
+    assert true.calibration_intercept == pytest.approx(0.0, abs=0.05)
+    shifted = evaluate_scores(y, sig(lp + 1.0), n_bootstrap=0)
+    assert shifted.calibration_slope == pytest.approx(1.0, abs=0.05)
+    assert shifted.calibration_intercept == pytest.approx(-1.0, abs=0.06)
+    spread = evaluate_scores(y, sig(2 * lp + 1.5), n_bootstrap=0)
+    assert spread.calibration_slope == pytest.approx(0.5, abs=0.03)
+    assert {"calibration_slope", "calibration_intercept"} <= set(true.summary())
+
+
 def test_subgroups_by_sex_age_band_smoking():
     y, _, noisy = _signal(1200)
     rng = np.random.default_rng(0)
@@ -211,6 +229,10 @@ def test_compare_methods_adds_oracle_and_ratio(tmp_path):
     md = result.to_markdown()
     assert md.count("\n") == 2 + 3 and "| oracle |" in md and "% of oracle" in md
     assert " - |" in md  # constant-ish has no copd cell
+    cal = result.calibration_markdown()
+    assert cal.count("\n") == 2 + 3 and "Brier / slope / intercept / ECE" in cal
+    m = result.metrics[("noisy", "asthma")]
+    assert f"| noisy | {m.brier:.3f} / {m.calibration_slope:.3f} / {m.calibration_intercept:.3f} / {m.ece:.3f}" in cal
     files = result.save_tables(tmp_path)
     assert pd.read_csv(files[1]).shape[0] == len(result.metrics)
     sub = pd.read_csv(files[2])

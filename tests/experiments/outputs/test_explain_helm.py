@@ -22,6 +22,7 @@ from experiments.explain.helm_run import (
     MANIFEST_FILE,
     HeLMExplainSettings,
     choose_examples,
+    derangement,
     explain_helm_run,
 )
 from experiments.helm.datamodule import build_table
@@ -89,6 +90,9 @@ def test_removing_each_modality_changes_the_risk(text_spiro_run):
     assert a[["risk_full", "risk_no_spiro", "risk_no_text"]].notna().all().all()
     assert (a["risk_full"] - a["risk_no_spiro"]).abs().max() > 1e-4  # the random projector's tokens matter
     assert (a["risk_full"] - a["risk_no_text"]).abs().max() > 1e-4
+    assert a[["risk_shuffled_text", "risk_other_spiro"]].notna().all().all()
+    assert (a["risk_full"] - a["risk_other_spiro"]).abs().max() > 0  # another participant's tokens (untrained: tiny)
+    assert (a["risk_full"] - a["risk_shuffled_text"]).abs().max() > 1e-4  # another participant's record
     # the no-spirogram prompt does not depend on the spirogram: equal records give equal risks
     s = text_spiro_run.ablation_summary.set_index("trait")
     assert set(s.index) == {"asthma", "copd"} and (s["n"] == len(a) // 2).all()
@@ -134,12 +138,21 @@ def test_manifest_lists_existing_files(text_spiro_run):
     assert not any(str(e) in m["caption"] + m["title"] for e in text_spiro_run.ablation["eid"] for m in manifest)
 
 
+def test_derangement_gives_everyone_someone_else():
+    for n in (2, 3, 17, 500):
+        p = derangement(n, seed=n)
+        assert sorted(p) == list(range(n)) and not np.any(p == np.arange(n))
+    np.testing.assert_array_equal(derangement(50, 1), derangement(50, 1))
+    assert derangement(1, 0).tolist() == [0]
+
+
 def test_text_only_checkpoint_skips_the_spirogram_parts(setup, tmp_path):
     ckpt = HeLM(setup["llm"], HeLMConfig(variant="text", soft_prompt_tokens=2)).save_checkpoint(tmp_path / "t.pt")
     settings = HeLMExplainSettings(shap_examples=1, shap_background=1, ig_examples=2, batch_size=8)
     res = explain_helm_run(ckpt, tmp_path / "no-encoder-needed.pt", setup["cohort"], setup["eids"][:6],
                            tmp_path / "out", llm=setup["llm"], settings=settings)
     assert res.ablation["risk_no_spiro"].isna().all() and res.ablation["risk_no_text"].notna().all()
+    assert res.ablation["risk_other_spiro"].isna().all() and res.ablation["risk_shuffled_text"].notna().all()
     assert res.ig.empty and "integrated_gradients" in res.skipped
     manifest = json.loads((tmp_path / "out" / MANIFEST_FILE).read_text())
     assert not any(m["file"].startswith("ig_") for m in manifest)
