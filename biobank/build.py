@@ -11,9 +11,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from biobank.cohort_io import read_cohort, write_cohort
+from biobank.cohort_io import read_cohort, read_info, write_cohort, write_info
 from biobank.cohort_qc import EquationChoice, run_qc, zscore_equations
-from biobank.synth import generate_export
+from biobank.synth import DEFAULT_VARIANT, generate_export, synth_config
 from biobank.ukb_import import import_ukb_export
 from signals.errors import SpirolmInputError
 from signals.qc import QCConfig
@@ -55,16 +55,25 @@ def import_export(
 
 def build_synthetic_cohort(
     *, n: int, seed: int, out_dir: Path, qc_standard: str = "ats2005", split_seed: int = 0,
-    reference_equations: EquationChoice = None,
+    reference_equations: EquationChoice = None, variant: str = DEFAULT_VARIANT,
 ):  # type: ignore[no-untyped-def]
-    """Generate the synthetic cohort's UKB export in ``out_dir`` and import it there."""
+    """Generate the synthetic cohort's UKB export in ``out_dir`` and import it there.
+
+    ``variant`` names the cohort model (:data:`biobank.synth.SYNTH_VARIANTS`); ``cohort.json`` records
+    it under ``synthetic`` with ``n`` and ``seed``, since the export itself does not say which model made it.
+    """
     if n < 1:
         raise SpirolmInputError(f"--n must be at least 1, got {n}", field="n")
+    cfg = synth_config(variant)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    generate_export(n=n, seed=seed, out_dir=out_dir)
-    return import_export(out_dir / EXPORT_NAME, out_dir, qc_standard=qc_standard, split_seed=split_seed,
-                         reference_equations=reference_equations)
+    generate_export(n=n, seed=seed, out_dir=out_dir, cfg=cfg)
+    summary = import_export(out_dir / EXPORT_NAME, out_dir, qc_standard=qc_standard, split_seed=split_seed,
+                            reference_equations=reference_equations)
+    info = read_info(out_dir)
+    info["synthetic"] = {"variant": variant, "n": n, "seed": seed}
+    write_info(out_dir, info)
+    return summary
 
 
 def rerun_qc(

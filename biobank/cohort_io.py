@@ -166,8 +166,13 @@ def write_cohort(
     excl = exclusions if exclusions is not None else pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
     excl.to_csv(directory / EXCLUSIONS_FILE, index=False)
     meta["traits"] = list(traits)
-    (directory / COHORT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    write_info(directory, meta)
     return directory
+
+
+def write_info(directory: str | Path, info: dict) -> None:
+    """Write ``cohort.json`` (sorted keys, no timestamps: the same content gives the same bytes)."""
+    (Path(directory) / COHORT_JSON).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _read_parquet(path: Path, columns: Sequence[str] | None = None, filters: list | None = None) -> pd.DataFrame:

@@ -8,6 +8,7 @@ Public API::
     from biobank.synth import SynthConfig, generate_export, generate_chunk
     result = generate_export(n=10_000, seed=0, out_dir=Path("data/synth"))   # ukb_export.csv + latents.parquet
     export_df, latents_df = generate_chunk(1000, np.random.default_rng(0), SynthConfig(), eid_start=1_000_001)
+    fusion = synth_config("fusion")   # a named variant (SYNTH_VARIANTS): record-only risk terms
 """
 
 from biobank.synth.config import (
@@ -29,9 +30,10 @@ from biobank.synth.export import (
 )
 from biobank.synth.faults import FAULTS
 from biobank.synth.labels import TRAITS
+from biobank.synth.variants import DEFAULT_VARIANT, SYNTH_VARIANTS, synth_config
 
 __all__ = [
-    "CurveConfig", "EXPORT_NAME", "FAULTS", "FaultConfig", "LATENTS_NAME", "LabelConfig", "MissingConfig",
-    "PhysiologyConfig", "PopulationConfig", "SynthConfig", "SynthResult", "TRAITS", "export_columns",
-    "generate_chunk", "generate_export",
+    "CurveConfig", "DEFAULT_VARIANT", "EXPORT_NAME", "FAULTS", "FaultConfig", "LATENTS_NAME", "LabelConfig",
+    "MissingConfig", "PhysiologyConfig", "PopulationConfig", "SYNTH_VARIANTS", "SynthConfig", "SynthResult",
+    "TRAITS", "export_columns", "generate_chunk", "generate_export", "synth_config",
 ]

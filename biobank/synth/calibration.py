@@ -16,7 +16,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from biobank.synth.labels import TRAITS
+from biobank.synth.config import LabelConfig
+from biobank.synth.labels import TRAITS, spirogram_logits
 
 
 def _has_code(df: pd.DataFrame, field: str, code: int) -> np.ndarray:
@@ -68,7 +69,7 @@ def _auroc_gbm(x: pd.DataFrame, y: np.ndarray, idx_tr: np.ndarray, idx_te: np.nd
 
 
 def calibration_report(export_df: pd.DataFrame, latents_df: pd.DataFrame, seed: int = 0,
-                       gbm: bool = True) -> dict[str, dict[str, float]]:
+                       gbm: bool = True, labels: LabelConfig | None = None) -> dict[str, dict[str, float]]:
     """AUROCs on a held-out 30 % split, per trait.
 
     Keys per trait: ``prevalence``, ``oracle`` (true_risk), ``tabular_lr``, ``tabular_gbm``,
@@ -76,6 +77,12 @@ def calibration_report(export_df: pd.DataFrame, latents_df: pd.DataFrame, seed: 
     bound for what the scalars carry), ``tabular_shape_lr`` (tabular + scalars + the true shape
     descriptors knee depth and late concavity) and ``tabular_curve_gbm`` (GBM on all of it: how much of
     the oracle is recoverable from a perfectly read curve).
+
+    With ``labels`` (the cohort's :class:`LabelConfig`), also what the record adds to the spirogram:
+    ``spirogram_visible`` (the latent part of the true logit, what a perfect spirogram reader reaches),
+    ``record_gap`` (oracle - spirogram_visible), ``visible_record_lr`` (LR on that logit + the tabular
+    features: a stacking model with a perfect encoder score), ``stacking_gain`` (visible_record_lr -
+    spirogram_visible), and ``curve_only_lr`` (scalars + shape, no tabular: a curve reader alone).
     """
     x_tab = tabular_features(export_df)
     lat = latents_df.reset_index(drop=True)
@@ -87,6 +94,7 @@ def calibration_report(export_df: pd.DataFrame, latents_df: pd.DataFrame, seed: 
                           "log_k": np.log(lat["curve_k"])})
     x_scalar = pd.concat([x_tab, scalars], axis=1)
     x_shape = pd.concat([x_scalar, shape], axis=1)
+    visible = spirogram_logits(lat, labels) if labels is not None else None
     idx = np.arange(len(lat))
     report: dict[str, dict[str, float]] = {}
     for t in TRAITS:
@@ -100,6 +108,13 @@ def calibration_report(export_df: pd.DataFrame, latents_df: pd.DataFrame, seed: 
             "tabular_scalars_lr": _auroc_lr(x_scalar, y, tr, te),
             "tabular_shape_lr": _auroc_lr(x_shape, y, tr, te),
         }
+        if visible is not None:
+            v = visible[t].to_numpy()
+            r["spirogram_visible"] = float(roc_auc_score(y[te], v[te]))
+            r["record_gap"] = r["oracle"] - r["spirogram_visible"]
+            r["visible_record_lr"] = _auroc_lr(x_tab.assign(spirogram_logit=v), y, tr, te)
+            r["stacking_gain"] = r["visible_record_lr"] - r["spirogram_visible"]
+            r["curve_only_lr"] = _auroc_lr(pd.concat([scalars, shape], axis=1), y, tr, te)
         if gbm:
             r["tabular_gbm"] = _auroc_gbm(x_tab, y, tr, te, seed)
             r["tabular_curve_gbm"] = _auroc_gbm(x_shape, y, tr, te, seed)

@@ -136,7 +136,7 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """Risk model: logit(P) = intercept + weights . (latents, tabular) (docs, 'Labels')."""
+    """Risk model: logit(P) = intercept + weights . latents + weights . record (docs, 'Labels')."""
 
     copd_intercept: float = -5.2  # sets COPD prevalence ~6 %
     copd_per_obstruction: float = 3.8  # steep: the oracle reaches AUROC >= 0.90
@@ -146,6 +146,12 @@ class LabelConfig:
     asthma_intercept: float = -3.26  # sets asthma prevalence ~13.5 %
     asthma_per_hr: float = 2.0  # hyper-reactivity carries most of the asthma signal
     asthma_hay_fever: float = 0.1  # allergic symptoms raise the chance of an asthma diagnosis
+    # Record-only terms: they enter the label logit and nothing else (no latent, no curve), so the risk
+    # they carry is invisible in the spirogram. 0 by default; the 'fusion' variant
+    # (biobank/synth/variants.py) sets them so that the record adds to a perfect spirogram reader.
+    asthma_female: float = 0.0  # women are diagnosed with adult asthma more often
+    copd_per_log_pack_year: float = 0.0  # on log(1 + pack-years): dose beyond what the lungs show
+    copd_parental: float = 0.0  # father or mother with chronic bronchitis/emphysema
     # How a case shows up in the export (each source drawn independently; at least one is forced).
     p_copd_icd10: float = 0.65
     p_copd_icd9: float = 0.06

@@ -26,16 +26,41 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def true_risks(pop: pd.DataFrame, lat: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
-    """The oracle probabilities ``true_risk_asthma`` and ``true_risk_copd``."""
+def spirogram_logits(lat: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
+    """The part of each trait's logit that the spirogram shows: intercept + latent terms.
+
+    Only the latents shape the curves, so no spirogram reader can do better than this part (up to what
+    the curve reveals about sex, age and size); it works on ``latents.parquet`` as well.
+    """
+    copd = (cfg.copd_intercept + cfg.copd_per_obstruction * lat["latent_obstruction"].to_numpy()
+            + cfg.copd_per_emphysema * lat["latent_emphysema"].to_numpy())
+    asthma = cfg.asthma_intercept + cfg.asthma_per_hr * lat["latent_hyperreactivity"].to_numpy()
+    return pd.DataFrame({"asthma": asthma, "copd": copd})
+
+
+def record_logits(pop: pd.DataFrame, lat: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
+    """The part of each trait's logit that comes from the record only (sex, age, smoking, hay fever,
+    parental COPD): these terms move no latent and no curve."""
     decade = (pop["age"].to_numpy() - 55.0) / 10.0
     current = (pop["smoking"].to_numpy() == 2).astype(float)
-    copd = (cfg.copd_intercept + cfg.copd_per_obstruction * lat["latent_obstruction"].to_numpy()
-            + cfg.copd_per_emphysema * lat["latent_emphysema"].to_numpy()
-            + cfg.copd_per_decade * decade + cfg.copd_current_smoker * current)
-    asthma = (cfg.asthma_intercept + cfg.asthma_per_hr * lat["latent_hyperreactivity"].to_numpy()
-              + cfg.asthma_hay_fever * lat["hay_fever_eczema"].to_numpy())
-    return pd.DataFrame({"true_risk_asthma": _sigmoid(asthma), "true_risk_copd": _sigmoid(copd)})
+    log_py = np.log1p(pop["pack_years"].to_numpy())
+    parental = np.maximum(pop["father_copd"].to_numpy(), pop["mother_copd"].to_numpy()).astype(float)
+    female = 1.0 - pop["male"].to_numpy()
+    copd = (cfg.copd_per_decade * decade + cfg.copd_current_smoker * current
+            + cfg.copd_per_log_pack_year * log_py + cfg.copd_parental * parental)
+    asthma = cfg.asthma_hay_fever * lat["hay_fever_eczema"].to_numpy() + cfg.asthma_female * female
+    return pd.DataFrame({"asthma": asthma, "copd": copd})
+
+
+def true_risks(pop: pd.DataFrame, lat: pd.DataFrame, cfg: LabelConfig) -> pd.DataFrame:
+    """The oracle probabilities ``true_risk_asthma`` and ``true_risk_copd``: σ(spirogram + record logit).
+
+    With the record-only coefficients at 0 (the default) the sums are bit-for-bit those of the
+    original single expression, so default cohorts do not change.
+    """
+    vis, rec = spirogram_logits(lat, cfg), record_logits(pop, lat, cfg)
+    return pd.DataFrame({"true_risk_asthma": _sigmoid(vis["asthma"].to_numpy() + rec["asthma"].to_numpy()),
+                         "true_risk_copd": _sigmoid(vis["copd"].to_numpy() + rec["copd"].to_numpy())})
 
 
 def draw_labels(risks: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:

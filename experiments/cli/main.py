@@ -19,6 +19,7 @@ from rich.markdown import Markdown
 from biobank.build import build_synthetic_cohort, import_export, rerun_qc
 from biobank.cohort_io import Cohort, read_cohort
 from biobank.describe import describe_cohort
+from biobank.synth import DEFAULT_VARIANT, SYNTH_VARIANTS
 from experiments.cli import baselines, encoder, explain, helm, score
 from experiments.cli.run_config import ConfigFile, Overrides, Profile, resolve
 from experiments.pipeline.run import run_main
@@ -44,9 +45,11 @@ def cohort_synth(
     out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("cohort"),
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
     split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+    variant: Annotated[str, typer.Option(help=f"Synthetic cohort model: {', '.join(SYNTH_VARIANTS)} "
+                                              "(fusion: part of the risk is in the record only; docs/synthetic_cohort.md).")] = DEFAULT_VARIANT,
 ) -> None:
     """Generate the embedded synthetic cohort as a UKB field-ID export, then import it (synth → export → import → QC)."""
-    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed)
+    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed, variant=variant)
     _print_description(read_cohort(out))
     console.print(f"cohort written to [bold]{out}[/] (ukb_export.csv, participants.parquet, blows.parquet)")
 

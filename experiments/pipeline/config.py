@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from biobank.synth import DEFAULT_VARIANT, SYNTH_VARIANTS
 from experiments.baselines.controls import STACKING
 from experiments.baselines.features import FEATURE_SETS
 from experiments.baselines.models import registered_models
@@ -58,6 +59,15 @@ class CohortConfig:
     __pydantic_config__ = STRICT
     source: str = "synthetic"  # "synthetic" or a path to a UKB field-ID export
     n: int = 20000  # synthetic cohort size; ignored for a real export
+    variant: str = DEFAULT_VARIANT  # synthetic cohort model (biobank.synth.SYNTH_VARIANTS)
+
+    def __post_init__(self) -> None:
+        check_choices((self.variant,), tuple(SYNTH_VARIANTS), "synthetic cohort variant", "cohort.variant")
+        # A real export has its own labels: a variant there would be silently meaningless, so refuse it.
+        if self.source != "synthetic" and self.variant != DEFAULT_VARIANT:
+            raise SpirolmInputError(f"variant {self.variant!r} applies to the synthetic cohort only; remove it "
+                                    f"(or set cohort.source: synthetic) to use the export {self.source!r}",
+                                    field="cohort.variant")
 
 
 @dataclass(frozen=True)

@@ -98,17 +98,25 @@ class RunContext:
         return path
 
 
+def synthetic_cohort_key(cfg: RunConfig) -> str:
+    """Cache key of a synthetic cohort: seed, QC, splits and the cohort section (n and the variant, since
+    another cohort model is another cohort)."""
+    d = cfg.to_dict()
+    return stage_key(COHORT_STAGE_VERSION, cfg.seed, d["cohort"], d["qc"], d["splits"])
+
+
 def cohort_stage(ctx: RunContext) -> Path:
     """Build (or reuse) the run's cohort directory."""
     cfg = ctx.cfg
     d = cfg.to_dict()
     source = cfg.cohort.source
     if source == "synthetic":
-        key = stage_key(COHORT_STAGE_VERSION, cfg.seed, d["cohort"], d["qc"], d["splits"])
+        key = synthetic_cohort_key(cfg)
 
         def build(tmp: Path) -> None:
             build_synthetic_cohort(
-                n=cfg.cohort.n, seed=cfg.seed, out_dir=tmp, qc_standard=cfg.qc.standard, split_seed=cfg.splits.seed
+                n=cfg.cohort.n, seed=cfg.seed, out_dir=tmp, qc_standard=cfg.qc.standard,
+                split_seed=cfg.splits.seed, variant=cfg.cohort.variant,
             )
 
     else:

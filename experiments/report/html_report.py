@@ -215,6 +215,9 @@ def cohort_section(run_dir: Path) -> Section:
     source = cohort.info.get("source") or cohort.info.get("source_file")
     if source:
         sec.facts.append(("source", _describe_source(source)))
+    synthetic = cohort.info.get("synthetic")
+    if isinstance(synthetic, dict) and synthetic.get("variant"):
+        sec.facts.append(("synthetic cohort variant", str(synthetic["variant"])))
     if desc.synthetic:
         sec.note = ("Synthetic cohort: labels were drawn from known true risks (the oracle row). "
                     "Results show what a method can recover from simulated data, not clinical evidence.")

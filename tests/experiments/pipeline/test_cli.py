@@ -72,6 +72,7 @@ def test_import_of_the_synthetic_export_matches_synth(synth_dir: Path, tmp_path:
         (("cohort", "import-ukb", "nope.csv", "--out", "x"), "nope.csv"),
         (("cohort", "describe", "no_such_dir"), "no_such_dir"),
         (("cohort", "synth", "--n", "0", "--out", "x"), "--n"),
+        (("cohort", "synth", "--variant", "nope", "--out", "x"), "nope"),
         (("cohort", "qc", "no_such_dir", "--qc-standard", "ats1999"), "ats1999"),
         (("run", "--profile", "huge"), "unknown profile"),
     ],

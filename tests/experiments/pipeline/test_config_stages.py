@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments.pipeline.config import PROFILES, load_run_config
+from experiments.pipeline.run import synthetic_cohort_key
 from experiments.pipeline.stages import file_fingerprint, is_cached, run_stage, stage_key, stage_seconds
 from signals.errors import SpirolmInputError
 
@@ -108,3 +109,20 @@ def test_resume_keeps_partial_work_of_the_same_key_only(tmp_path: Path) -> None:
     assert seen == [True, False, False]
     assert is_cached(stage, "k1") and not (stage / ".partial-key").exists()
     assert stage_seconds(stage) is not None
+
+
+def test_cohort_variant_loads_validates_and_keys_the_cohort_stage(tmp_path: Path) -> None:
+    default = load_run_config("smoke")
+    fusion = load_run_config("smoke", overrides=["cohort.variant=fusion"])
+    assert default.cohort.variant == "default" and fusion.cohort.variant == "fusion"
+    assert synthetic_cohort_key(fusion) != synthetic_cohort_key(default)
+    assert synthetic_cohort_key(fusion) == synthetic_cohort_key(load_run_config("smoke", overrides=["cohort.variant=fusion"]))
+    with pytest.raises(SpirolmInputError, match="cohort.variant") as exc:
+        load_run_config("smoke", overrides=["cohort.variant=nope"])
+    assert "'nope'" in str(exc.value) and "fusion" in str(exc.value)
+    # A real export has its own labels: a synthetic variant there is refused, not silently ignored.
+    export = tmp_path / "ukb.csv"
+    export.write_text("eid\n1\n")
+    assert load_run_config("smoke", overrides=[f"cohort.source={export}"]).cohort.variant == "default"
+    with pytest.raises(SpirolmInputError, match="cohort.variant"):
+        load_run_config("smoke", overrides=[f"cohort.source={export}", "cohort.variant=fusion"])
