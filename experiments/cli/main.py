@@ -36,6 +36,9 @@ app.add_typer(train_app, name="train")
 
 console = Console()
 
+Equations = Annotated[str, typer.Option(help="GLI equation of the FEV1, FVC and FEV1/FVC z-scores: gli_global2022 "
+                                             "(race-neutral; ATS 2023, ARTP) or gli2012. Recorded in cohort.json.")]
+
 
 @cohort_app.command("synth")
 def cohort_synth(
@@ -44,9 +47,11 @@ def cohort_synth(
     out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("cohort"),
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
     split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+    reference_equations: Equations = "gli_global2022",
 ) -> None:
     """Generate the embedded synthetic cohort as a UKB field-ID export, then import it (synth → export → import → QC)."""
-    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed)
+    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed,
+                           reference_equations=reference_equations)
     _print_description(read_cohort(out))
     console.print(f"cohort written to [bold]{out}[/] (ukb_export.csv, participants.parquet, blows.parquet)")
 
@@ -58,9 +63,11 @@ def cohort_import_ukb(
     phenotypes: Annotated[Optional[Path], typer.Option(help="Trait rules YAML (default: biobank/phenotypes.yaml).")] = None,
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
     split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+    reference_equations: Equations = "gli_global2022",
 ) -> None:
     """Import a UK Biobank export into participants.parquet + blows.parquet, with QC and splits."""
-    import_export(export, out, qc_standard=qc_standard, split_seed=split_seed, phenotypes=phenotypes)
+    import_export(export, out, qc_standard=qc_standard, split_seed=split_seed, phenotypes=phenotypes,
+                  reference_equations=reference_equations)
     _print_description(read_cohort(out))
 
 
@@ -68,9 +75,11 @@ def cohort_import_ukb(
 def cohort_qc(
     cohort: Annotated[Path, typer.Argument(help="Cohort directory.")],
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
+    reference_equations: Annotated[Optional[str], typer.Option(
+        help="gli_global2022 or gli2012; default: keep the equations cohort.json records.")] = None,
 ) -> None:
     """Re-run ATS/ERS QC on a cohort directory (rewrites QC columns and qc_exclusions.csv)."""
-    rerun_qc(cohort, qc_standard=qc_standard)
+    rerun_qc(cohort, qc_standard=qc_standard, reference_equations=reference_equations)
     _print_description(read_cohort(cohort))
 
 
