@@ -137,7 +137,9 @@ def fit_baselines(
                 risks.setdefault(method, {})[trait] = model.predict_risk(fm.X.loc[test])
                 fitted[(name, fs, trait)] = FittedRun(model, fs, trait, method, fm, train, test,
                                                       int(train.sum()), int(val.sum()))
-                log.info("fitted %s for %s on %d participants", method, trait, int(train.sum()))
+                log.debug("fitted %s for %s on %d participants", method, trait, int(train.sum()))
+    log.info("fitted %d baselines (%s x %s x %s)", len(fitted), "/".join(models), "/".join(
+        fs for fs in feature_sets if fs in {k[1] for k in fitted}), "/".join(traits))
     if dropped:
         log.warning("covariates dropped, missing for every participant of the cohort or of one split (e.g. "
                     "fields the export does not carry): %s; the baselines are fitted without them", ", ".join(dropped))

@@ -7,7 +7,6 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +20,7 @@ from biobank.cohort_io import Cohort, read_cohort
 from biobank.describe import describe_cohort
 from experiments.cli import baselines, encoder, explain, helm, score
 from experiments.cli.run_config import ConfigFile, Overrides, Profile, resolve
+from experiments.common.console import configure_console
 from experiments.pipeline.run import run_main
 from signals.errors import SpirolmInputError
 
@@ -125,7 +125,7 @@ def _print_description(cohort: Cohort) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_console()
     try:
         app()
     except SpirolmInputError as exc:
