@@ -65,6 +65,7 @@ def build_synthetic_cohort(
     if n < 1:
         raise SpirolmInputError(f"--n must be at least 1, got {n}", field="n")
     cfg = synth_config(variant)
+    zscore_equations(reference_equations)  # refuse an unknown equation before generating anything
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     generate_export(n=n, seed=seed, out_dir=out_dir, cfg=cfg)

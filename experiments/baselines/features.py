@@ -10,10 +10,14 @@ Three sets, named as on the command line:
   get NaN, like their spirometry).
 
 Why the checks: a column that is entirely missing would be dropped silently by scikit-learn's imputer
-and the model would quietly become a different model, so it is an error naming the column. Optional
-columns absent from the cohort are skipped with a logged note that is also returned to the caller.
-Participants whose spirometry failed QC have NaN spirometry; the models' imputers handle it with a
-missing indicator and the count is reported.
+and the model would quietly become a different model. Users' exports differ in which optional fields
+they carry (the importer writes an absent field as an all-missing column), so a *covariate* that is
+missing for every participant of the cohort or of one split is dropped, loudly: a note and
+:attr:`FeatureMatrix.dropped`, which :func:`experiments.baselines.fit.fit_baselines` logs as a warning
+and the baselines stage records in MLflow and the run report.
+An all-missing spirometry or embedding column means a broken upstream stage and stays an error naming
+the column. Columns absent from the table are skipped with a note. Participants whose spirometry failed
+QC have NaN spirometry; the models' imputers handle it with a missing indicator and the count is reported.
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ class FeatureMatrix:
         numeric: numeric column names.
         categorical: categorical column names.
         feature_set: the set's name.
-        notes: human-readable notes (skipped optional columns, QC-failed spirometry counts).
+        notes: human-readable notes (skipped or dropped covariates, QC-failed spirometry counts).
         n_missing_spirometry: participants with at least one missing spirometry value (QC fail).
+        dropped: covariates dropped because they are missing for every participant of the cohort or
+            of one split (e.g. a field the export does not carry).
     """
 
     X: pd.DataFrame
@@ -60,6 +66,7 @@ class FeatureMatrix:
     feature_set: str
     notes: tuple[str, ...]
     n_missing_spirometry: int = 0
+    dropped: tuple[str, ...] = ()
 
 
 def check_feature_set(name: str) -> str:
@@ -80,12 +87,31 @@ def _present(participants: pd.DataFrame, columns: Sequence[str], notes: list[str
     return present
 
 
+def _all_missing(series: pd.Series, col: str) -> bool:
+    return bool(series.isna().all() if col not in CATEGORIES else (series == MISSING_CATEGORY).all())
+
+
 def _check_not_all_missing(X: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     for col in columns:
-        series = X[col]
-        empty = series.isna().all() if col not in CATEGORIES else (series == MISSING_CATEGORY).all()
-        if empty:
+        if _all_missing(X[col], col):
             raise SpirolmInputError(f"feature column is missing for every participant in {where}", field=col)
+
+
+def _empty_covariates(participants: pd.DataFrame, cols: dict[str, pd.Series],
+                      covariates: Sequence[str]) -> dict[str, str]:
+    """``{covariate: where}`` for covariates missing for every participant of the cohort or of one split."""
+    empty: dict[str, str] = {}
+    split = participants["split"].to_numpy() if "split" in participants else None
+    for col in covariates:
+        values = cols[col]
+        if _all_missing(values, col):
+            empty[col] = "the cohort"
+        elif split is not None:
+            for name in pd.unique(split):
+                if _all_missing(values[split == name], col):
+                    empty[col] = f"split {name!r}"
+                    break
+    return empty
 
 
 def _categorical(participants: pd.DataFrame, col: str) -> pd.Series:
@@ -148,17 +174,30 @@ def build_features(
     Returns:
         :class:`FeatureMatrix` with rows in the order of ``participants``.
 
+    Covariates missing for every participant of the cohort or of one ``split`` are dropped
+    (:attr:`FeatureMatrix.dropped`, and a note).
+
     Raises:
         SpirolmInputError: unknown feature set, embeddings needed but absent, a participant whose
-            spirometry passed QC without an embedding, an all-missing feature column, a non-numeric value in a numeric column, or a
-            category outside the design vocabulary.
+            spirometry passed QC without an embedding, an all-missing spirometry or embedding column, no
+            feature column left, a non-numeric value in a numeric column, or a category outside the
+            design vocabulary.
     """
     check_feature_set(feature_set)
     notes: list[str] = []
     numeric = _present(participants, NUMERIC_COVARIATES, notes)
     categorical = _present(participants, CATEGORICAL_COVARIATES, notes)
-    cols: dict[str, pd.Series] = {c: _numeric(participants, c) for c in numeric}
-    cols |= {c: _categorical(participants, c) for c in categorical}
+    cols: dict[str, pd.Series] = {c: _numeric(participants, c).reset_index(drop=True) for c in numeric}
+    cols |= {c: _categorical(participants, c).reset_index(drop=True) for c in categorical}
+    empty = _empty_covariates(participants, cols, [*numeric, *categorical])
+    for col, where in empty.items():
+        note = (f"covariate {col} dropped: missing for every participant in {where} "
+                "(e.g. a field the export does not carry); the models are fitted without it")
+        log.info(note)  # fit_baselines warns once for all feature sets
+        notes.append(note)
+        del cols[col]
+    numeric = [c for c in numeric if c not in empty]
+    categorical = [c for c in categorical if c not in empty]
     n_missing_spiro = 0
     if feature_set == TABULAR_SPIROMETRY:
         spiro = _present(participants, SPIROMETRY_SCALARS, notes)
@@ -189,19 +228,23 @@ def build_features(
         raise SpirolmInputError("no feature columns found in the cohort", field=feature_set)
     _check_not_all_missing(X, [*numeric, *categorical], "the cohort")
     return FeatureMatrix(X=X, numeric=tuple(numeric), categorical=tuple(categorical), feature_set=feature_set,
-                         notes=tuple(notes), n_missing_spirometry=n_missing_spiro)
+                         notes=tuple(notes), n_missing_spirometry=n_missing_spiro, dropped=tuple(empty))
 
 
 def check_split_features(features: FeatureMatrix, mask: np.ndarray, split: str) -> None:
-    """Raise if a feature column is entirely missing in one split (the imputer would drop it silently)."""
+    """Raise if a feature column is entirely missing in one split (the imputer would drop it silently).
+
+    Covariates were already dropped by :func:`build_features` when ``split`` is in the table; this
+    guards the spirometry and embedding columns.
+    """
     _check_not_all_missing(features.X.loc[mask], [*features.numeric, *features.categorical], f"split {split!r}")
 
 
 def encode_categoricals(X: pd.DataFrame, categorical: Sequence[str]) -> pd.DataFrame:
     """One-hot encode the categorical columns with the fixed vocabularies (for tree models).
 
-    Why here and not in a Pipeline: XGBoost is logged in its native MLflow flavor, which takes a
-    purely numeric frame; this function is the documented, deterministic bridge from a
+    Why here and not in a Pipeline: the XGBoost baseline is logged as its booster (JSON, no pickle),
+    which takes a purely numeric frame; this function is the documented, deterministic bridge from a
     :class:`FeatureMatrix` to that frame. Numeric NaN is kept (XGBoost learns a default direction).
     Columns are named ``<column>=<level>``; ``"missing"`` is all zeros.
     """

@@ -22,6 +22,10 @@ from signals.errors import SpirolmInputError
 
 log = logging.getLogger(__name__)
 
+#: What a baselines run writes next to its tables: ``{"dropped_features", "skipped", "notes"}`` of
+#: :class:`FittedBaselines` (the run report shows the dropped covariates from it).
+DATA_NOTES_FILE = "data_notes.json"
+
 
 def check_labels(participants: pd.DataFrame, traits: Sequence[str]) -> dict[str, dict[str, int]]:
     """Validate splits and labels; return missing-label counts per trait and split (reported, not hidden)."""
@@ -69,13 +73,15 @@ class FittedBaselines:
         fitted: ``{(model, feature_set, trait): FittedRun}``.
         scores: ``{method: eid + risk_<trait>}`` for every test participant (the prediction-table schema).
         skipped: feature sets skipped, with the reason (e.g. no embeddings yet).
-        notes: data notes (skipped optional columns, QC-failed spirometry counts).
+        notes: data notes (skipped or dropped covariates, QC-failed spirometry counts).
+        dropped: covariates dropped as missing for every participant (of the cohort or of one split).
     """
 
     fitted: dict[tuple[str, str, str], FittedRun]
     scores: dict[str, pd.DataFrame]
     skipped: list[str]
     notes: list[str]
+    dropped: tuple[str, ...] = ()
 
 
 def method_name(model: str, feature_set: str) -> str:
@@ -107,6 +113,7 @@ def fit_baselines(
     fitted: dict[tuple[str, str, str], FittedRun] = {}
     skipped: list[str] = []
     notes: list[str] = []
+    dropped: dict[str, None] = {}
     for fs in feature_sets:
         F.check_feature_set(fs)
         if fs == F.TABULAR_EMBEDDING and embeddings is None:
@@ -117,6 +124,7 @@ def fit_baselines(
             continue
         fm = F.build_features(participants, fs, embeddings=embeddings)
         notes.extend(f"{fs}: {n}" for n in fm.notes)
+        dropped |= dict.fromkeys(fm.dropped)
         for s in SPLITS:
             F.check_split_features(fm, split == s, s)
         for trait in traits:
@@ -129,6 +137,11 @@ def fit_baselines(
                 risks.setdefault(method, {})[trait] = model.predict_risk(fm.X.loc[test])
                 fitted[(name, fs, trait)] = FittedRun(model, fs, trait, method, fm, train, test,
                                                       int(train.sum()), int(val.sum()))
-                log.info("fitted %s for %s on %d participants", method, trait, int(train.sum()))
+                log.debug("fitted %s for %s on %d participants", method, trait, int(train.sum()))
+    log.info("fitted %d baselines (%s x %s x %s)", len(fitted), "/".join(models), "/".join(
+        fs for fs in feature_sets if fs in {k[1] for k in fitted}), "/".join(traits))
+    if dropped:
+        log.warning("covariates dropped, missing for every participant of the cohort or of one split (e.g. "
+                    "fields the export does not carry): %s; the baselines are fitted without them", ", ".join(dropped))
     scores = {m: scores_frame(test_eids, by_trait) for m, by_trait in risks.items()}
-    return FittedBaselines(fitted, scores, skipped, notes)
+    return FittedBaselines(fitted, scores, skipped, notes, tuple(dropped))

@@ -36,7 +36,7 @@ class BaselineModel:
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
-    flavor: ClassVar[str]  # MLflow flavor the native model is logged with
+    flavor: ClassVar[str]  # how experiments.baselines.mlflow_model logs the native model
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

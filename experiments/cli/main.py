@@ -7,7 +7,6 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +21,7 @@ from biobank.describe import describe_cohort
 from biobank.synth import DEFAULT_VARIANT, SYNTH_VARIANTS
 from experiments.cli import baselines, encoder, explain, helm, score
 from experiments.cli.run_config import ConfigFile, Overrides, Profile, resolve
+from experiments.common.console import configure_console
 from experiments.pipeline.run import run_main
 from signals.errors import SpirolmInputError
 
@@ -37,6 +37,9 @@ app.add_typer(train_app, name="train")
 
 console = Console()
 
+Equations = Annotated[str, typer.Option(help="GLI equation of the FEV1, FVC and FEV1/FVC z-scores: gli_global2022 "
+                                             "(race-neutral; ATS 2023, ARTP) or gli2012. Recorded in cohort.json.")]
+
 
 @cohort_app.command("synth")
 def cohort_synth(
@@ -47,9 +50,11 @@ def cohort_synth(
     split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
     variant: Annotated[str, typer.Option(help=f"Synthetic cohort model: {', '.join(SYNTH_VARIANTS)} "
                                               "(fusion: part of the risk is in the record only; docs/synthetic_cohort.md).")] = DEFAULT_VARIANT,
+    reference_equations: Equations = "gli_global2022",
 ) -> None:
     """Generate the embedded synthetic cohort as a UKB field-ID export, then import it (synth → export → import → QC)."""
-    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed, variant=variant)
+    build_synthetic_cohort(n=n, seed=seed, out_dir=out, qc_standard=qc_standard, split_seed=split_seed,
+                           reference_equations=reference_equations, variant=variant)
     _print_description(read_cohort(out))
     console.print(f"cohort written to [bold]{out}[/] (ukb_export.csv, participants.parquet, blows.parquet)")
 
@@ -61,9 +66,11 @@ def cohort_import_ukb(
     phenotypes: Annotated[Optional[Path], typer.Option(help="Trait rules YAML (default: biobank/phenotypes.yaml).")] = None,
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
     split_seed: Annotated[int, typer.Option(help="Seed of the participant split hash.")] = 0,
+    reference_equations: Equations = "gli_global2022",
 ) -> None:
     """Import a UK Biobank export into participants.parquet + blows.parquet, with QC and splits."""
-    import_export(export, out, qc_standard=qc_standard, split_seed=split_seed, phenotypes=phenotypes)
+    import_export(export, out, qc_standard=qc_standard, split_seed=split_seed, phenotypes=phenotypes,
+                  reference_equations=reference_equations)
     _print_description(read_cohort(out))
 
 
@@ -71,9 +78,11 @@ def cohort_import_ukb(
 def cohort_qc(
     cohort: Annotated[Path, typer.Argument(help="Cohort directory.")],
     qc_standard: Annotated[str, typer.Option(help="ats2005 (UKB era) or ats2019.")] = "ats2005",
+    reference_equations: Annotated[Optional[str], typer.Option(
+        help="gli_global2022 or gli2012; default: keep the equations cohort.json records.")] = None,
 ) -> None:
     """Re-run ATS/ERS QC on a cohort directory (rewrites QC columns and qc_exclusions.csv)."""
-    rerun_qc(cohort, qc_standard=qc_standard)
+    rerun_qc(cohort, qc_standard=qc_standard, reference_equations=reference_equations)
     _print_description(read_cohort(cohort))
 
 
@@ -119,7 +128,7 @@ def _print_description(cohort: Cohort) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_console()
     try:
         app()
     except SpirolmInputError as exc:

@@ -3,7 +3,13 @@
 Layout in MLflow: one experiment per cohort (``spirolm/<cohort dir name>-<content hash>``) or the main
 job's; one parent run per call holding the comparison table and the overlaid plots; one nested run per
 (model, feature set, trait) with its params, test metrics (overall and per subgroup), calibration
-table, SHAP plots and the fitted model in its native flavor.
+table, SHAP plots and the fitted model (its pyfunc returns the risk, see
+:mod:`experiments.baselines.mlflow_model`).
+
+Covariates dropped because the cohort lacks them for everyone (an export without an optional field) are
+recorded where a reader looks: the ``dropped_features`` param and ``spirolm.dropped_features`` tag of the
+parent run, the ``dropped_features`` param of each model run, ``data_notes.json`` in the output
+directory (read by the run report) and ``notes.txt`` in MLflow.
 
 Privacy: participant ids never go into params, tags, metric names or logged tables. The only file with
 ids is ``predictions_test.parquet``, logged only when asked (``log_predictions=True``).
@@ -11,6 +17,7 @@ ids is ``predictions_test.parquet``, logged only when asked (``log_predictions=T
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,7 +29,7 @@ import mlflow
 import numpy as np
 
 from experiments.baselines import features as F
-from experiments.baselines.fit import FittedRun, check_labels, fit_baselines
+from experiments.baselines.fit import DATA_NOTES_FILE, FittedRun, check_labels, fit_baselines
 from experiments.baselines.mlflow_model import log_native_model
 from experiments.baselines.models import get_model
 from experiments.common.tracking import artifact_location_for, configure_mlflow, experiment_name_for, metric_key
@@ -61,8 +68,9 @@ class BaselineResult:
         experiment_name, tracking_uri, parent_run_id: where the MLflow runs are.
         run_ids: ``{(model, feature_set, trait): run_id}``.
         skipped: feature sets skipped, with the reason (e.g. no embeddings yet).
-        notes: data notes (skipped optional columns, QC-failed spirometry counts).
+        notes: data notes (skipped or dropped covariates, QC-failed spirometry counts).
         missing_labels: ``{trait: {split: n}}`` participants without a label (excluded from fit/metrics).
+        dropped: covariates dropped as missing for every participant (of the cohort or of one split).
         fitted: the fitted models, keyed like ``run_ids``.
     """
 
@@ -77,6 +85,7 @@ class BaselineResult:
     skipped: list[str]
     notes: list[str]
     missing_labels: dict[str, dict[str, int]]
+    dropped: tuple[str, ...]
     fitted: dict[tuple[str, str, str], FittedRun] = field(repr=False)
 
 
@@ -140,19 +149,22 @@ def train_baselines(
     comparison = compare_methods(test_participants, fit.scores, traits, n_bootstrap=n_bootstrap, seed=seed)
 
     predictions_path = write_predictions(out / PREDICTIONS_FILE, fit.scores, split="test")
-    files = [predictions_path, *comparison.save_tables(out), *plot_comparison(comparison, out / "plots")]
+    notes_path = out / DATA_NOTES_FILE
+    notes_path.write_text(json.dumps({"dropped_features": list(fit.dropped), "skipped": fit.skipped,
+                                      "notes": fit.notes}, indent=1) + "\n")
+    files = [predictions_path, notes_path, *comparison.save_tables(out), *plot_comparison(comparison, out / "plots")]
 
     tracking = log_baseline_runs(
         cohort_dir=cohort_dir, comparison=comparison, fitted=fit.fitted, files=files, predictions_path=predictions_path,
         seed=seed, traits=traits, missing_labels=missing_labels, notes=[*fit.skipped, *fit.notes],
         tracking_uri=tracking_uri, out_dir=out, log_predictions=log_predictions, explain=explain,
-        shap_dir=Path(shap_dir) if shap_dir is not None else None,
+        shap_dir=Path(shap_dir) if shap_dir is not None else None, dropped=fit.dropped,
     )
     return BaselineResult(
         comparison=comparison, out_dir=out, predictions_path=predictions_path, files=files,
         experiment_name=tracking.experiment_name, tracking_uri=tracking.tracking_uri,
         parent_run_id=tracking.parent_run_id, run_ids=tracking.run_ids, skipped=fit.skipped, notes=fit.notes,
-        missing_labels=missing_labels, fitted=fit.fitted,
+        missing_labels=missing_labels, dropped=fit.dropped, fitted=fit.fitted,
     )
 
 
@@ -172,11 +184,17 @@ def log_trait_metrics(metrics: TraitMetrics, prefix: str = "test") -> None:
         mlflow.log_table(metrics.subgroups, artifact_file=f"{prefix}_subgroups.json")
 
 
+def _joined(names: Sequence[str]) -> str:
+    """A list as one MLflow param value (``none`` when empty, so the param is always there to filter on)."""
+    return ",".join(names) or "none"
+
+
 def _log_model_run(run: FittedRun, comparison: ComparisonResult, seed: int, explain: bool,
                    shap_dir: Path | None = None) -> str:
     params = {**run.model.params(), "feature_set": run.feature_set, "trait": run.trait,
               "n_train": run.n_train, "n_val": run.n_val, "n_features": run.features.X.shape[1],
-              "n_missing_spirometry": run.features.n_missing_spirometry}
+              "n_missing_spirometry": run.features.n_missing_spirometry,
+              "dropped_features": _joined(run.features.dropped)}
     with mlflow.start_run(run_name=f"{run.model.name}-{run.feature_set}-{run.trait}", nested=True) as active:
         mlflow.set_tags({"model": run.model.name, "feature_set": run.feature_set, "trait": run.trait,
                          "method": run.method})
@@ -213,8 +231,11 @@ def log_baseline_runs(
     log_predictions: bool = False,
     explain: bool = True,
     shap_dir: Path | None = None,
+    dropped: Sequence[str] = (),
 ) -> TrackingInfo:
     """Log one ``train baselines`` call: a parent run with the comparison, one nested run per fit.
+
+    ``dropped``: covariates dropped as missing for every participant (param and tag of the parent run).
 
     Returns:
         :class:`TrackingInfo` with the experiment and run ids.
@@ -232,8 +253,9 @@ def log_baseline_runs(
         experiment = mlflow.set_experiment(name)
     run_ids: dict[tuple[str, str, str], str] = {}
     with mlflow.start_run(run_name=f"baselines-seed{seed}", nested=in_job) as parent:
-        mlflow.set_tags({"spirolm.kind": "baselines", "cohort": Path(cohort_dir).resolve().name})
-        mlflow.log_params({"seed": seed, "traits": ",".join(traits),
+        mlflow.set_tags({"spirolm.kind": "baselines", "cohort": Path(cohort_dir).resolve().name,
+                         "spirolm.dropped_features": _joined(dropped)})
+        mlflow.log_params({"seed": seed, "traits": ",".join(traits), "dropped_features": _joined(dropped),
                            "methods": ",".join(m for m in comparison.methods if m != ORACLE),
                            "n_bootstrap": next(iter(comparison.metrics.values())).n_bootstrap})
         for trait, by_split in missing_labels.items():

@@ -72,10 +72,16 @@ class CohortConfig:
 
 @dataclass(frozen=True)
 class QCConfig:
-    """ATS/ERS QC standard (2005 is the UKB-era rule: BEV floor 150 mL; 2019 uses 100 mL)."""
+    """ATS/ERS QC standard (2005 is the UKB-era rule: BEV floor 150 mL; 2019 uses 100 mL) and the GLI
+    equation of the FEV1, FVC and FEV1/FVC z-scores (recorded in ``cohort.json``).
+
+    GLI Global 2022 is race-neutral and what ATS 2023 and the UK ARTP recommend; GLI-2012 (ethnicity-specific)
+    on request, e.g. to compare with earlier UK Biobank work.
+    """
 
     __pydantic_config__ = STRICT
     standard: Literal["ats2005", "ats2019"] = "ats2005"
+    reference_equations: Literal["gli_global2022", "gli2012"] = "gli_global2022"
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def cohort_stage(ctx: RunContext) -> Path:
             build_synthetic_cohort(
                 n=cfg.cohort.n, seed=cfg.seed, out_dir=tmp, qc_standard=cfg.qc.standard,
                 split_seed=cfg.splits.seed, variant=cfg.cohort.variant,
+                reference_equations=cfg.qc.reference_equations,
             )
 
     else:
@@ -126,7 +127,8 @@ def cohort_stage(ctx: RunContext) -> Path:
         key = stage_key(COHORT_STAGE_VERSION, file_fingerprint(export), d["qc"], d["splits"])
 
         def build(tmp: Path) -> None:
-            import_export(export, tmp, qc_standard=cfg.qc.standard, split_seed=cfg.splits.seed)
+            import_export(export, tmp, qc_standard=cfg.qc.standard, split_seed=cfg.splits.seed,
+                          reference_equations=cfg.qc.reference_equations)
 
     return ctx.stage("cohort", key, build)
 

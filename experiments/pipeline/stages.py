@@ -100,7 +100,9 @@ def run_stage(name: str, stage_dir: Path, key: str, build: Callable[[Path], None
     t0 = time.perf_counter()
     build(tmp)
     marker.unlink(missing_ok=True)
-    (tmp / STAMP).write_text(json.dumps({"stage": name, "key": key, "seconds": round(time.perf_counter() - t0, 1)}))
+    seconds = round(time.perf_counter() - t0, 1)
+    (tmp / STAMP).write_text(json.dumps({"stage": name, "key": key, "seconds": seconds}))
+    log.info("stage %s: done in %.1f s", name, seconds)
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     tmp.rename(stage_dir)

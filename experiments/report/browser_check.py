@@ -2,9 +2,10 @@
 
 Why a real browser and not an HTML parser: the report promises that it *opens* — inline images decode,
 the CSS lays out, nothing is blocked by its Content-Security-Policy. Only a browser engine checks that.
-Why the Chromium command line (``--screenshot``, ``--dump-dom``) and not a driver library
-(Playwright, Selenium): those download their own browser builds at install time, which is not possible
-here; Debian's ``chromium`` package is (``scripts/install_browser.sh``).
+Why the Chromium command line (``--screenshot``, ``--dump-dom``) and not a driver library: this runs at
+the end of ``spirolm run`` (``report.screenshot``) and needs nothing but Debian's ``chromium`` package
+(``scripts/install_browser.sh``). The tests also drive that same browser with Playwright (a dev
+dependency, ``executable_path``, no browser download) to check images, console errors and anchors.
 
 The browser runs with a fresh empty profile and with networking features off (no QUIC, no background
 updates, no sync), so a screenshot depends only on the HTML file.

@@ -39,6 +39,7 @@ import pandas as pd
 from biobank.cohort_io import read_blows, read_cohort
 from biobank.describe import describe_cohort
 from biobank.splits import SPLITS
+from experiments.baselines.fit import DATA_NOTES_FILE
 from experiments.helm.config import ALL_ROWS
 from signals.errors import SpirolmInputError
 
@@ -218,6 +219,9 @@ def cohort_section(run_dir: Path) -> Section:
     synthetic = cohort.info.get("synthetic")
     if isinstance(synthetic, dict) and synthetic.get("variant"):
         sec.facts.append(("synthetic cohort variant", str(synthetic["variant"])))
+    equations = cohort.info.get("reference_equations")
+    if isinstance(equations, dict) and equations:
+        sec.facts.append(("GLI z-score equations", ", ".join(f"{k}: {v}" for k, v in equations.items())))
     if desc.synthetic:
         sec.note = ("Synthetic cohort: labels were drawn from known true risks (the oracle row). "
                     "Results show what a method can recover from simulated data, not clinical evidence.")
@@ -260,6 +264,11 @@ def cohort_section(run_dir: Path) -> Section:
         sec.tables.append(_counts_table(
             desc.blow_qc_reasons, "blow rejection reason",
             note=f"{n_rejected:,} rejected blows; a blow can have several reasons, so counts add up to more."))
+    warnings = (cohort.info.get("summary") or {}).get("warnings") or []
+    if warnings:
+        sec.tables.append(Table(["import warning"], [[str(w)] for w in warnings], numeric=frozenset(), wide=True,
+                                note="Fields the export does not carry (cohort.json): missing for every participant. "
+                                     "The baselines drop such covariates; the LLM record prints them as unknown."))
     exclusions = cohort_dir / "qc_exclusions.csv"
     if exclusions.exists():
         levels = _read_csv(exclusions)
@@ -373,6 +382,21 @@ def _plots(plot_dir: Path, traits: Sequence[str]) -> list[Figure]:
             if png.exists():
                 figs.append(Figure(f"{t}: {label}", data_uri(png)))
     return figs
+
+
+def dropped_features_note(run_dir: Path) -> str:
+    """One sentence naming the covariates the baselines dropped as missing for everyone ("" if none)."""
+    path = run_dir / "baselines" / DATA_NOTES_FILE
+    if not path.exists():
+        return ""
+    notes = _read_json(path)
+    dropped = notes.get("dropped_features") if isinstance(notes, dict) else None
+    if not isinstance(dropped, list):
+        raise SpirolmInputError("no 'dropped_features' list", file=path, field="dropped_features")
+    if not dropped:
+        return ""
+    return (f"Baselines fitted without {', '.join(map(str, dropped))}: missing for every participant of the cohort "
+            f"or of one split (baselines/{DATA_NOTES_FILE}).")
 
 
 def evaluation_section(eval_dir: Path, title: str) -> tuple[Section, Section]:
@@ -823,6 +847,9 @@ def render_html_report(run_dir: Path) -> str:
         raise SpirolmInputError("run directory not found", file=run_dir)
     cohort = cohort_section(run_dir)
     comparison, plots = evaluation_section(run_dir / "evaluation", "Model comparison")
+    dropped = dropped_features_note(run_dir)
+    if comparison.present and dropped:
+        comparison.note = f"{dropped} {comparison.note}"
     helm, helm_plots = helm_section(run_dir)
     config = run_dir / "config.yaml"
     headline = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +51,37 @@ def test_feature_sets_columns_and_notes():
     assert "pm25" not in short.X.columns and any("pm25" in n for n in short.notes)
 
 
-def test_all_missing_column_is_an_error():
+def test_all_missing_covariate_is_dropped_with_a_warning(caplog):
+    # Issue 16: an export without an optional field gives an all-missing column; the baselines drop it,
+    # loudly, instead of failing after the encoder has trained for minutes.
     p = make_participants(200)
     p["bmi"] = np.nan
-    with pytest.raises(SpirolmInputError, match="field bmi: feature column is missing for every participant"):
-        F.build_features(p, "tabular")
+    p["smoking_status"] = None
+    with caplog.at_level(logging.INFO):
+        fm = F.build_features(p, "tabular")
+    assert fm.dropped == ("bmi", "smoking_status")
+    assert "bmi" not in fm.X.columns and "bmi" not in fm.numeric and "smoking_status" not in fm.categorical
+    assert any("covariate bmi dropped: missing for every participant in the cohort" in n for n in fm.notes)
+    assert "covariate smoking_status dropped" in caplog.text
+    assert F.build_features(make_participants(200), "tabular").dropped == ()
+    # missing for every participant of one split: dropped too, naming the split
     p = make_participants(200)
-    fm = F.build_features(p, "tabular")
-    fm.X.loc[(p["split"] == "val").to_numpy(), "townsend"] = np.nan
-    with pytest.raises(SpirolmInputError, match="townsend.*split 'val'"):
+    p.loc[p["split"] == "val", "townsend"] = np.nan
+    fm = F.build_features(p, "tabular+spirometry")
+    assert fm.dropped == ("townsend",)
+    assert any("covariate townsend dropped: missing for every participant in split 'val'" in n for n in fm.notes)
+
+
+def test_all_missing_spirometry_is_an_error():
+    # spirometry missing for everyone means a broken QC stage, not a field the export lacks
+    p = make_participants(200)
+    p[SPIRO] = np.nan
+    with pytest.raises(SpirolmInputError, match="field fev1_l: feature column is missing for every participant"):
+        F.build_features(p, "tabular+spirometry")
+    p = make_participants(200)
+    fm = F.build_features(p, "tabular+spirometry")
+    fm.X.loc[(p["split"] == "val").to_numpy(), "fev1_l"] = np.nan
+    with pytest.raises(SpirolmInputError, match="fev1_l.*split 'val'"):
         F.check_split_features(fm, (p["split"] == "val").to_numpy(), "val")
 
 

@@ -1,8 +1,9 @@
 """MLflow logging of the baselines: local default store, MLFLOW_TRACKING_URI, and a real tracking server.
 
-Checks that runs, params, metrics, plots and the native models are there, that a model loads back by
-``runs:/<id>/model`` and scores identically, and that no participant id leaks into params, tags,
-metric names or logged tables.
+Checks that runs, params, metrics, plots and the models are there, that a model loads back by
+``runs:/<id>/model`` and scores identically, that every baseline's ``mlflow.pyfunc`` predicts
+probabilities (not the xgboost flavor's 0/1 labels), that covariates dropped for being all-missing are
+recorded, and that no participant id leaks into params, tags, metric names or logged tables.
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ def _check_runs(p: pd.DataFrame, result, *, expect_predictions_logged: bool = Fa
         info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
         assert info.signature is not None
         assert "eid" not in info.signature.inputs.input_names()
-        assert ("sklearn" if model == "logreg" else "xgboost") in info.flavors
+        assert "python_function" in info.flavors
+        assert ("sklearn" in info.flavors) == (model == "logreg")
+        # every baseline's pyfunc gives probabilities, as a user loading it would see (not 0/1 labels)
+        proba = np.asarray(mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(fitted.model.model_input(X)))
+        assert proba.shape == (len(X), 2)
+        assert ((proba > 0) & (proba < 1)).all() and len(np.unique(proba[:, 1])) > 2
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(proba[:, 1], fitted.model.predict_risk(X), rtol=1e-6)
 
     parent_arts = _artifact_paths(client, result.parent_run_id)
     assert {"comparison/results.md", "comparison/results.csv", "comparison/plots/copd_roc.png"} <= set(parent_arts)

@@ -2,7 +2,9 @@
 
 The fast tests build a run directory by hand in the layout ``run_main`` writes (docs/design.md), with
 the evaluation tables made by the real harness (``compare_methods``) so the CSV columns are the real
-ones. The slow test renders the report of a real smoke run.
+ones. The slow test renders the report of a real smoke run. The browser tests open the report with
+Playwright driving the system Chromium (every image decoded, no console error, every navigation anchor
+resolves) and check the library's own screenshot render (``report.screenshot``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from experiments.evaluate.harness import compare_methods
 from experiments.report import browser_check
 from experiments.report.html_report import SECTION_IDS, order_methods, render_html_report, write_html_report
 from signals.errors import SpirolmInputError
+from tests.browser_fixtures import assert_report_opens, browser_missing
 
 CHROMIUM = browser_check.DEFAULT_CHROMIUM
 needs_chromium = pytest.mark.skipif(
@@ -376,6 +379,30 @@ def test_report_renders_in_headless_chromium(full_run: Path, tmp_path: Path) -> 
     assert {"expl-tabular", "expl-helm"} <= check.ids
 
 
+def test_report_opens_in_playwright_driven_chromium(full_run: Path, full_html: str) -> None:
+    html = full_run / "report" / "report.html"
+    view = assert_report_opens(html, n_images=1 + 6 + 3 + 2)
+    assert view.nav == [f"#{sid}" for sid in SECTION_IDS]
+    assert set(SECTION_IDS) | {"expl-tabular", "expl-helm"} <= view.ids
+
+
+def test_dropped_features_and_import_warnings_are_reported(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, helm=False, explanations=False)
+    info = {"traits": TRAITS, "summary": {"warnings": ["optional field 189 (townsend) absent; set to missing"]},
+            "reference_equations": {"fev1_z": "gli_global2022", "fvc_z": "gli_global2022",
+                                    "fev1_fvc_z": "gli_global2022"}}
+    (run / "cohort" / "cohort.json").write_text(json.dumps(info))
+    (run / "baselines").mkdir()
+    (run / "baselines" / "data_notes.json").write_text(json.dumps({"dropped_features": ["townsend", "pm25"],
+                                                                   "skipped": [], "notes": []}))
+    parsed = parse(render_html_report(run))
+    cohort = parsed.section_text("cohort")
+    assert "optional field 189 (townsend) absent" in cohort and "fev1_z: gli_global2022" in cohort
+    assert "Baselines fitted without townsend, pm25" in parsed.section_text("comparison")
+    (run / "baselines" / "data_notes.json").write_text(json.dumps({"dropped_features": []}))
+    assert "fitted without" not in parse(render_html_report(run)).section_text("comparison")
+
+
 @pytest.mark.slow
 def test_report_of_a_real_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The smoke profile without its HeLM stage (which alone takes ~15 min with its explanations on a busy
@@ -398,6 +425,8 @@ def test_report_of_a_real_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "not run" in parsed.section_text("helm")
     assert "Tabular SHAP (baselines)" in parsed.section_text("explanations")
     assert_table_matches_csv(parsed.tables["comparison"][0], pd.read_csv(run / "evaluation" / "results.csv"))
+    if browser_missing() is None:
+        assert_report_opens(out)
     config_pre = html.split("<pre>", 1)[1].split("</pre>", 1)[0]
     assert parse(f"<section id='c'>{config_pre}</section>").section_text("c") == " ".join(
         (run / "config.yaml").read_text().split())

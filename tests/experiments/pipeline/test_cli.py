@@ -55,6 +55,13 @@ def test_describe_and_qc_rerun(synth_dir: Path, tmp_path: Path) -> None:
     # The stricter 2019 BEV floor (100 mL) can only reject more blows, never fewer.
     assert (after["qc_status"] == "reject").sum() >= (before["qc_status"] == "reject").sum()
     assert len(after) == len(before)
+    # the z-scores' GLI equation is selectable and recorded; GLI-2012 differs from GLI Global 2022
+    z_global = pd.read_parquet(copy / "participants.parquet")["fev1_z"]
+    r = spirolm("cohort", "qc", str(copy), "--reference-equations", "gli2012", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads((copy / "cohort.json").read_text())
+    assert set(info["reference_equations"].values()) == {"gli2012"}
+    assert not pd.read_parquet(copy / "participants.parquet")["fev1_z"].equals(z_global)
 
 
 def test_import_of_the_synthetic_export_matches_synth(synth_dir: Path, tmp_path: Path) -> None:
@@ -74,6 +81,7 @@ def test_import_of_the_synthetic_export_matches_synth(synth_dir: Path, tmp_path:
         (("cohort", "synth", "--n", "0", "--out", "x"), "--n"),
         (("cohort", "synth", "--variant", "nope", "--out", "x"), "nope"),
         (("cohort", "qc", "no_such_dir", "--qc-standard", "ats1999"), "ats1999"),
+        (("cohort", "synth", "--n", "5", "--out", "x", "--reference-equations", "gli2099"), "gli2099"),
         (("run", "--profile", "huge"), "unknown profile"),
     ],
 )

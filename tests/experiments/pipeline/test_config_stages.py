@@ -29,7 +29,8 @@ def test_override_file_changes_only_what_it_lists(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text, needle",
-    [("cohort:\n  nn: 3\n", "cohort.nn"), ("cohort:\n  n: many\n", "cohort.n"), ("qc:\n  standard: ats1999\n", "qc.standard"), ("- a\n- b\n", "mapping")],
+    [("cohort:\n  nn: 3\n", "cohort.nn"), ("cohort:\n  n: many\n", "cohort.n"), ("qc:\n  standard: ats1999\n", "qc.standard"),
+     ("qc:\n  reference_equations: gli2099\n", "qc.reference_equations"), ("- a\n- b\n", "mapping")],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
     f = tmp_path / "bad.yaml"
