@@ -88,7 +88,7 @@ class HeLMConfig:
     traits: tuple[str, ...] = ("asthma", "copd")
     num_soft_tokens: int = DEFAULT_NUM_SOFT_TOKENS
     tokens_per_trait: bool = True
-    projector_init: str = "probe"
+    projector_init: str = "probe+features"  # chosen on validation (benchmarks/results/helm_selection.md)
     projector: str = "mlp2x_gelu"
     embedding_dim: int = 128
     num_tab_tokens: int = 4

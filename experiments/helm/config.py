@@ -79,7 +79,7 @@ class HeLMTrainConfig:
     max_eval: int | None = 192
     max_epochs: int = 2
     batch_size: int = 8  # the projector is small and cost is per participant: more, noisier steps win
-    lr: float = 3e-3
+    lr: float = 1e-3  # chosen on validation with probe+features (benchmarks/results/helm_selection.md)
     weight_decay: float = 0.0
     distill_weight: float = 1.0
     class_weight: Literal["balanced", "none"] = "balanced"

@@ -11,7 +11,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from experiments.evaluate.harness import ORACLE, compare_methods
-from experiments.helm.config import ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig
+from experiments.helm.config import ROW_TEXT_SPIRO, ROW_ZERO_SHOT, HeLMTrainConfig, uncalibrated_row
 from experiments.helm.score import untrained_text_scores
 from experiments.helm.train import select_participants
 from experiments.pipeline.config import HeLMStageConfig
@@ -44,6 +44,11 @@ SMALL = HeLMStageConfig(rows=(ROW_ZERO_SHOT, ROW_TEXT_SPIRO),
 RISKS = ["risk_asthma", "risk_copd"]
 
 
+def summary_calibration(stage_dir) -> dict:
+    """The calibrators (or the reason for none) each trained row recorded in the stage summary."""
+    return json.loads((stage_dir / SUMMARY_FILE).read_text())["calibration"]
+
+
 def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
     cohort, emb_path, llm = setup
     result = helm_stage_scores(SMALL, cohort, emb_path, tmp_path, seed=0, llm=llm)
@@ -52,7 +57,9 @@ def test_stage_scores_every_row_on_the_same_test_subsample(setup, tmp_path):
     assert (p.loc[result.eval_eids, "split"] == "test").all()
     assert (p.loc[result.eval_eids, "qc_status"] != "fail").all()  # only participants with an embedding
     assert result.counts["test_available"] > 12 and result.counts["excluded_no_embedding"] == 6
-    assert set(result.scores) == {ROW_ZERO_SHOT, ROW_TEXT_SPIRO}
+    # a trained row's risks before its validation-fitted calibration are a row of their own
+    assert set(result.scores) == {ROW_ZERO_SHOT, ROW_TEXT_SPIRO, uncalibrated_row(ROW_TEXT_SPIRO)}
+    assert set(summary_calibration(tmp_path)) == {ROW_TEXT_SPIRO}
     for df in result.scores.values():
         assert sorted(df["eid"]) == sorted(result.eval_eids)
         assert df[RISKS].apply(lambda s: s.between(0, 1).all()).all()
