@@ -23,6 +23,18 @@ OUR_LOGGERS = ("experiments", "biobank", "signals", "llm_bridge")
 THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "httpx",
                        "urllib3", "transformers", "huggingface_hub", "ray")
 
+#: Third-party loggers whose INFO records about distributed start-up are kept: how the processes of a
+#: multi-process (DDP) run joined is the user's first question when one hangs or runs alone.
+KEPT_DISTRIBUTED_INFO = ("lightning.fabric.utilities.distributed", "lightning.fabric.utilities.rank_zero",
+                         "lightning.pytorch.utilities.rank_zero")
+
+
+class _DistributedStartOnly(logging.Filter):
+    """Passes WARNING and above, and INFO records about distributed start-up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "distributed" in record.getMessage()
+
 #: ``(category, message regex, module regex)`` of third-party warnings that are not ours to act on.
 IGNORED_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     # Lightning builds torch's deprecated LeafSpec; fixed by a Lightning release, not by us.
@@ -43,6 +55,11 @@ def configure_console(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(level)
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in KEPT_DISTRIBUTED_INFO:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(f, _DistributedStartOnly) for f in logger.filters):
+            logger.addFilter(_DistributedStartOnly())
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # transformers' "Loading weights" bar on every (local, seconds-long) model load; it reads this when imported
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
