@@ -1,7 +1,7 @@
 """Shared bits of the quality benchmarks' reports (run as scripts: ``python benchmarks/<name>.py``).
 
-Why here: ``helm_quality.py`` and ``curve_readouts.py`` both print a method-by-trait AUROC table and both
-turn a :class:`~signals.errors.SpirolmInputError` into one ``error:`` line instead of a traceback.
+Why here: ``curve_readouts.py`` prints a method-by-trait AUROC table, and every quality benchmark
+turns a :class:`~signals.errors.SpirolmInputError` into one ``error:`` line instead of a traceback.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ CALIBRATION_METHODS = ("platt", "isotonic")
 _EPS = 1e-6  # risks are clipped before the logit so 0 and 1 stay finite
 
 
-def _logit(risk: np.ndarray) -> np.ndarray:
+def clipped_logit(risk: np.ndarray) -> np.ndarray:
+    """``logit(risk)`` with risks clipped to ``[1e-6, 1 - 1e-6]``, so saturated risks stay finite."""
     return logit(np.clip(np.asarray(risk, dtype=float), _EPS, 1 - _EPS))
 
 
@@ -51,7 +52,7 @@ class RiskCalibrator:
         """Calibrated risks, same shape as ``risk``."""
         r = np.asarray(risk, dtype=float)
         if self.method == "platt":
-            return expit(float(self.params["slope"]) * _logit(r) + float(self.params["intercept"]))
+            return expit(float(self.params["slope"]) * clipped_logit(r) + float(self.params["intercept"]))
         x, y = np.asarray(self.params["x"], float), np.asarray(self.params["y"], float)
         return np.interp(r, x, y)  # == IsotonicRegression.predict with out_of_bounds="clip"
 
@@ -72,7 +73,7 @@ def fit_calibrator(method: str, y: np.ndarray, risk: np.ndarray) -> RiskCalibrat
     y = np.asarray(y, dtype=float)
     if method == "platt":
         # C large: an unpenalised two-parameter fit, as Platt scaling is defined
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(risk).reshape(-1, 1), y)
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(clipped_logit(risk).reshape(-1, 1), y)
         params: dict[str, float | list[float]] = {"slope": float(lr.coef_[0, 0]), "intercept": float(lr.intercept_[0])}
     elif method == "isotonic":
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(np.asarray(risk, float), y)

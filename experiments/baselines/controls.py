@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 
 from biobank.cohort_io import usable
 from experiments.baselines.features import TABULAR, build_features
@@ -25,6 +25,7 @@ from experiments.baselines.models import LogRegConfig, get_model
 from experiments.data.embeddings import EMBEDDING_COLUMNS
 from experiments.data.participants import labels_as_float
 from experiments.data.predictions import risk_column, scores_frame
+from llm_bridge.calibration import clipped_logit
 from llm_bridge.projector import fit_embedding_probe
 from signals.errors import SpirolmInputError
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 STACKING = "stacking:record+encoder"
 PROBE = "probe:embedding"
 ENCODER_LOGIT = "encoder_logit"
-_EPS = 1e-6  # risks are clipped before the logit so a saturated encoder stays finite
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def stacking_scores(participants: pd.DataFrame, encoder: pd.DataFrame, traits: S
                                     eid=joined.loc[np.isnan(risk), "eid"].iloc[0], field=risk_column(trait))
         y = labels_as_float(joined[trait])
         fit_rows = val & ~np.isnan(y)
-        X = fm.X.assign(**{ENCODER_LOGIT: logit(np.clip(risk, _EPS, 1 - _EPS))})
+        X = fm.X.assign(**{ENCODER_LOGIT: clipped_logit(risk)})
         fm_t = replace(fm, X=X, numeric=(*fm.numeric, ENCODER_LOGIT), feature_set="record+encoder")
         model = get_model("logreg", LogRegConfig(seed=seed)).fit(fm_t, fit_rows, y[fit_rows], val, y[val])
         out[trait] = model.predict_risk(X.loc[test])

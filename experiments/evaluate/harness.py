@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from experiments.data.predictions import risk_column, scores_frame
+from llm_bridge.calibration import clipped_logit
 from signals.errors import SpirolmInputError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ _BOOTSTRAP_BLOCK = 100
 # Age bands of the HeLM / UKB subgroup analyses; <40 and >=70 only appear when present.
 AGE_BAND_EDGES = (-np.inf, 40.0, 50.0, 60.0, 70.0, np.inf)
 AGE_BAND_LABELS = ("<40", "40-49", "50-59", "60-69", ">=70")
-_CAL_EPS = 1e-6  # risks are clipped before the logit so 0 and 1 stay finite
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ def calibration_slope_intercept(y: np.ndarray, score: np.ndarray) -> tuple[float
     intercept is the ``a`` that solves the score equation of ``logit P(y) = a + logit(score)`` (slope
     fixed at 1), a one-dimensional root.
     """
-    lp = logit(np.clip(score, _CAL_EPS, 1 - _CAL_EPS))
+    lp = clipped_logit(score)
     slope = float(LogisticRegression(C=1e6, max_iter=1000).fit(lp.reshape(-1, 1), y).coef_[0, 0])
     intercept = float(brentq(lambda a: float(np.sum(y - expit(a + lp))), -30.0, 30.0))
     return slope, intercept
